@@ -1,0 +1,3 @@
+"""Vigil: security monitoring for Docker hosts and Kubernetes nodes."""
+
+__version__ = "0.1.0"

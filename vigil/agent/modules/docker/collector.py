@@ -1,0 +1,153 @@
+"""Subscribes to the Docker Engine's event stream; resumes from a durable checkpoint, reconnects with backoff."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from vigil.agent.modules.base import Sink
+from vigil.agent.modules.docker import normalize
+from vigil.agent.modules.docker.checkpoint import Checkpoint
+from vigil.agent.modules.docker.engine_client import engine_url, open_client
+from vigil.agent.modules.docker.enrich import Enricher
+from vigil.agent.modules.docker.framing import frame_lines
+from vigil.config import DockerConfig
+from vigil.errors import EventError
+from vigil.event import AgentRef, Event
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "docker.checkpoint"
+IMAGES_KEY = "docker.images"
+_CONNECTION_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError, ConnectionError)
+
+
+class DockerModule:
+    """The Docker module: one engine, one event stream, every event handed to the sink once."""
+
+    name = "docker"
+
+    def __init__(self, config: DockerConfig, agent: AgentRef, sink: Sink, saved: dict[str, Any]) -> None:
+        self.config = config
+        self.agent = agent
+        self.sink = sink
+        self.url = engine_url(config)
+        self.checkpoint = Checkpoint.from_state(saved.get(CHECKPOINT_KEY))
+        self.enricher = Enricher(config.inspect, saved.get(IMAGES_KEY) or {})
+        self.connected = False
+        self.counters = {"events": 0, "duplicates_skipped": 0, "malformed": 0, "reconnects": 0}
+        self._stream: Any = None
+        self._lock = threading.Lock()
+
+    def status(self) -> dict[str, Any]:
+        return {"engine": self.url, "connected": self.connected, "checkpoint": self.checkpoint.since(),
+                "inspect_errors": self.enricher.inspect_errors, **self.counters}
+
+    def interrupt(self) -> None:
+        with self._lock:
+            stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                log.debug("closing the Docker event stream failed", exc_info=True)
+
+    def run(self, stop: threading.Event) -> None:
+        delay = self.config.reconnect_min_seconds
+        down_since: float | None = None
+        seeded = False
+        while not stop.is_set():
+            client = None
+            try:
+                client = open_client(self.config)
+                client.ping()
+                if not seeded:
+                    self.enricher.seed_images(client)
+                    seeded = True
+                if down_since is not None:
+                    self._reconnected(time.monotonic() - down_since)
+                down_since = None
+                delay = self.config.reconnect_min_seconds
+                self.connected = True
+                log.info("Docker module: following events from %s (resuming at %s)", self.url,
+                         self.checkpoint.since() or "now")
+                self._follow(client, stop)
+                if not stop.is_set():
+                    raise ConnectionError("the engine closed the event stream")
+            except _CONNECTION_ERRORS as exc:
+                if stop.is_set():
+                    break
+                self.connected = False
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("Docker engine not reachable at %s (%s); Vigil keeps running and "
+                                "connects when it appears", self.url, _first_line(exc))
+                stop.wait(delay)
+                delay = min(delay * 2, self.config.reconnect_max_seconds)
+            finally:
+                self.connected = False if stop.is_set() else self.connected
+                if client is not None:
+                    client.close()
+
+    def _follow(self, client: docker.DockerClient, stop: threading.Event) -> None:
+        stream = client.api.events(since=self.checkpoint.since(), decode=False)
+        with self._lock:
+            self._stream = stream
+        try:
+            for line, length in frame_lines(stream, self.config.max_event_bytes):
+                if stop.is_set():
+                    return
+                self._handle(client, line, length)
+        finally:
+            with self._lock:
+                self._stream = None
+            stream.close()
+
+    def _handle(self, client: docker.DockerClient, line: bytes, length: int) -> None:
+        try:
+            if length > len(line):
+                raise EventError(f"event of {length} bytes is larger than the {self.config.max_event_bytes}-byte limit")
+            obj = normalize.parse_event(line, self.config.max_event_bytes)
+        except EventError as exc:
+            self.counters["malformed"] += 1
+            log.warning("Docker module: %s", exc)
+            self.sink(normalize.error_event(self.agent, str(exc), line, time.time()), None)
+            return
+        time_nano = normalize.event_time_nano(obj)
+        digest = normalize.event_digest(line)
+        if not self.checkpoint.is_new(time_nano, digest):
+            self.counters["duplicates_skipped"] += 1
+            return
+        enrichment = self.enricher.enrich(client, obj) if self._needs_client(obj) else {}
+        event = normalize.build_event(obj, self.agent, enrichment)
+        self.checkpoint.advance(time_nano, digest)
+        state: dict[str, Any] = {CHECKPOINT_KEY: self.checkpoint.to_state()}
+        if "image" in enrichment:
+            state[IMAGES_KEY] = self.enricher.images
+        self.sink(event, state)
+        self.counters["events"] += 1
+
+    @staticmethod
+    def _needs_client(obj: dict[str, Any]) -> bool:
+        return obj.get("Type") in ("container", "image")
+
+    def _reconnected(self, outage: float) -> None:
+        self.counters["reconnects"] += 1
+        log.info("Docker module: reconnected to %s after %.1f s", self.url, outage)
+        event = Event(
+            module="docker", location=normalize.LOCATION, timestamp=time.time(), decoder="vigil", agent=self.agent,
+            data={"vigil": {"module": "docker", "kind": "reconnected", "target": self.url,
+                            "outage_seconds": round(outage, 1)}},
+        )
+        self.sink(event, None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

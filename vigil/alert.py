@@ -1,0 +1,99 @@
+"""The alert JSON, Wazuh-compatible field for field (DESIGN §2.1)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vigil.event import Event
+from vigil.manager.analysis.rules import COMPLIANCE_KEYS, Rule
+
+ALERT_VERSION = 1
+
+
+def wazuh_timestamp(epoch: float) -> str:
+    """`2020-09-04T02:24:20.266+0000`: milliseconds, numeric UTC offset, as Wazuh writes it."""
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+def parse_wazuh_timestamp(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+class AlertIds:
+    """Wazuh-style ids `<epoch seconds>.<nanoseconds>`, strictly increasing within a process."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            now = max(time.time_ns(), self._last + 1)
+            self._last = now
+        return f"{now // 1_000_000_000}.{now % 1_000_000_000:09d}"
+
+
+class MitreCatalog:
+    """Technique names and tactics for the ids rules name; unknown ids pass through bare."""
+
+    def __init__(self, table: dict[str, dict[str, Any]]) -> None:
+        self.table = table
+
+    @classmethod
+    def shipped(cls) -> MitreCatalog:
+        path = Path(__file__).resolve().parent / "content" / "mitre.yml"
+        return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+    def block(self, ids: tuple[str, ...]) -> dict[str, list[str]]:
+        tactics: list[str] = []
+        techniques: list[str] = []
+        for tid in ids:
+            entry = self.table.get(tid, {})
+            techniques.append(str(entry.get("technique", tid)))
+            for tactic in entry.get("tactic", []):
+                if tactic not in tactics:
+                    tactics.append(tactic)
+        return {"id": list(ids), "tactic": tactics, "technique": techniques}
+
+
+def rule_block(rule: Rule, description: str, firedtimes: int, mitre: MitreCatalog) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "level": rule.level,
+        "description": description,
+        "id": str(rule.id),
+        "firedtimes": firedtimes,
+        "mail": False,
+        "groups": list(rule.groups),
+    }
+    if rule.mitre:
+        block["mitre"] = mitre.block(rule.mitre)
+    for key in COMPLIANCE_KEYS:
+        if key in rule.compliance:
+            block[key] = list(rule.compliance[key])
+    return block
+
+
+def build_alert(
+    *, event: Event, rule: Rule, description: str, firedtimes: int, alert_id: str, manager_name: str,
+    decoder: str, decoder_parent: str | None, mitre: MitreCatalog,
+) -> dict[str, Any]:
+    alert: dict[str, Any] = {
+        "timestamp": wazuh_timestamp(event.timestamp),
+        "rule": rule_block(rule, description, firedtimes, mitre),
+        "agent": event.agent.to_dict(),
+        "manager": {"name": manager_name},
+        "id": alert_id,
+        "decoder": {"name": decoder} if decoder_parent is None else {"parent": decoder_parent, "name": decoder},
+        "location": event.location,
+        "data": event.data,
+    }
+    if event.raw is not None and "no_full_log" not in rule.options:
+        alert["full_log"] = event.raw
+    return alert

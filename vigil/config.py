@@ -1,0 +1,120 @@
+"""The one configuration file, validated by typed models that reject unknown keys (DESIGN §2.4)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vigil.errors import ConfigError, Problem
+from vigil.yamlsrc import line_at, load_yaml
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DockerTLS(_Strict):
+    """Client certificates for a remote engine at tcp://host:2376."""
+
+    ca_cert: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    verify: bool = True
+
+
+class DockerConfig(_Strict):
+    enabled: bool = True
+    host: str | None = Field(None, description="engine URL; default: $DOCKER_HOST, else unix:///var/run/docker.sock")
+    tls: DockerTLS | None = None
+    inspect: bool = Field(True, description="inspect containers to detect privileged mode, mounts, capabilities")
+    reconnect_min_seconds: float = Field(0.5, gt=0)
+    reconnect_max_seconds: float = Field(30.0, gt=0)
+    max_event_bytes: int = Field(1024 * 1024, ge=1024, description="larger events are cut and flagged")
+    api_timeout_seconds: float = Field(10.0, gt=0)
+
+
+class AgentConfig(_Strict):
+    id: str = "000"
+    name: str = Field(default_factory=socket.gethostname)
+    ip: str | None = None
+
+
+class ManagerConfig(_Strict):
+    name: str = Field(default_factory=socket.gethostname)
+
+
+class ApiConfig(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(7555, ge=0, le=65535)
+    max_page_size: int = Field(1000, ge=1)
+
+
+class AnalysisConfig(_Strict):
+    rules_dir: Path | None = Field(None, description="user rules; default: DATA_DIR/rules")
+    fold_window_seconds: float = Field(60.0, ge=0, description="0 turns folding of repeated alerts off")
+    min_alert_level: int = Field(3, ge=0, le=16, description="lower levels are counted, not alerted")
+
+
+class AlertsJsonConfig(_Strict):
+    enabled: bool = True
+    path: Path | None = Field(None, description="default: DATA_DIR/alerts.json")
+
+
+class OutputsConfig(_Strict):
+    alerts_json: AlertsJsonConfig = Field(default_factory=AlertsJsonConfig)
+
+
+class VigilConfig(_Strict):
+    data_dir: Path = Field(default_factory=lambda: Path(os.environ.get("VIGIL_DATA_DIR", "vigil-data")))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    manager: ManagerConfig = Field(default_factory=ManagerConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    docker: DockerConfig = Field(default_factory=DockerConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.analysis.rules_dir or self.data_dir / "rules"
+
+    @property
+    def alerts_json_path(self) -> Path:
+        return self.outputs.alerts_json.path or self.data_dir / "alerts.json"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "vigil.db"
+
+
+def load_config(path: Path | None) -> VigilConfig:
+    """Read the YAML config (or the defaults when no file is given); every problem names its line."""
+    if path is None:
+        return VigilConfig()
+    raw = load_yaml(path, "configuration")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("configuration", [Problem(str(path), 1, "the top level must be a mapping of options")])
+    try:
+        return VigilConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("configuration", _problems(path, raw, exc)) from exc
+
+
+def _problems(path: Path, raw: Any, exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            message = f"unknown option {dotted!r} (check the spelling; see docs/configuration.md)"
+        else:
+            message = f"{dotted}: {err['msg']}"
+        problems.append(Problem(str(path), line_at(raw, loc), message))
+    return problems

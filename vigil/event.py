@@ -1,0 +1,83 @@
+"""The event envelope: the one record every module emits and the manager consumes (DESIGN §2.2)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.errors import EventError
+
+ENVELOPE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRef:
+    """Who collected the event; copied into every alert as `agent{id, name, ip}`."""
+
+    id: str = "000"
+    name: str = "vigil"
+    ip: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"id": self.id, "name": self.name}
+        if self.ip:
+            out["ip"] = self.ip
+        return out
+
+
+@dataclass(slots=True)
+class Event:
+    """A collected event, before analysis.
+
+    `data` holds the source's structured fields (for Docker: `{"docker": <event as sent>, ...}`);
+    `raw` holds the original line for text sources. `decoder` names the decoder that applies,
+    so structured sources need no guessing.
+    """
+
+    module: str
+    location: str
+    timestamp: float
+    data: dict[str, Any]
+    decoder: str
+    agent: AgentRef = field(default_factory=AgentRef)
+    raw: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    v: int = ENVELOPE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "id": self.id,
+            "agent": self.agent.to_dict(),
+            "module": self.module,
+            "location": self.location,
+            "timestamp": self.timestamp,
+            "decoder": self.decoder,
+            "data": self.data,
+            "raw": self.raw,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Event:
+        """Rebuild an envelope sent by an agent; newer minor fields are ignored, bad ones refused."""
+        if not isinstance(obj, dict):
+            raise EventError(f"event envelope must be an object, got {type(obj).__name__}")
+        version = obj.get("v", ENVELOPE_VERSION)
+        if not isinstance(version, int) or version < 1 or version > ENVELOPE_VERSION:
+            raise EventError(f"unsupported envelope version {version!r} (this manager reads 1..{ENVELOPE_VERSION})")
+        try:
+            agent = obj.get("agent") or {}
+            return cls(
+                v=version,
+                id=str(obj["id"]),
+                agent=AgentRef(str(agent.get("id", "000")), str(agent.get("name", "vigil")), agent.get("ip")),
+                module=str(obj["module"]),
+                location=str(obj["location"]),
+                timestamp=float(obj["timestamp"]),
+                decoder=str(obj["decoder"]),
+                data=dict(obj.get("data") or {}),
+                raw=obj.get("raw"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventError(f"malformed event envelope: {exc!r}") from exc

@@ -1,0 +1,88 @@
+"""The rule model: what a loaded, validated rule holds (the YAML format is in docs/rules.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.manager.analysis.conditions import Condition
+from vigil.manager.analysis.fields import Fields, as_text
+
+COMPLIANCE_KEYS = ("pci_dss", "gdpr", "hipaa", "nist_800_53", "tsc")
+
+
+@dataclass(slots=True)
+class Exception_:
+    """An allowlist entry: when it matches, the rule does not fire and the hit is counted by name."""
+
+    name: str
+    conditions: list[Condition]
+    raw: Condition | None = None
+
+    def matches(self, fields: Fields) -> bool:
+        return all(c.test(fields.get(c.path)) for c in self.conditions) and (
+            self.raw is None or self.raw.test(fields.raw)
+        )
+
+
+@dataclass(slots=True)
+class Rule:
+    id: int
+    level: int
+    description: str
+    file: str
+    line: int
+    order: int = 0
+    groups: tuple[str, ...] = ()
+    decoded_as: str | None = None
+    if_sid: tuple[int, ...] = ()
+    if_group: str | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    raw: Condition | None = None
+    exceptions: list[Exception_] = field(default_factory=list)
+    mitre: tuple[str, ...] = ()
+    compliance: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    options: frozenset[str] = frozenset()
+    frequency: int | None = None
+    timeframe: float | None = None
+    same_fields: tuple[str, ...] = ()
+    if_matched_sid: int | None = None
+    if_matched_group: str | None = None
+
+    @property
+    def is_correlation(self) -> bool:
+        return self.frequency is not None
+
+    def matches(self, fields: Fields) -> bool:
+        """Every condition holds (exceptions are checked separately so hits can be counted)."""
+        for cond in self.conditions:
+            if not cond.test(fields.get(cond.path)):
+                return False
+        return self.raw is None or self.raw.test(fields.raw)
+
+    def exception_hit(self, fields: Fields) -> str | None:
+        for exc in self.exceptions:
+            if exc.matches(fields):
+                return exc.name
+        return None
+
+    def render_description(self, fields: Fields) -> str:
+        """Fill `$(field.path)` placeholders; an absent field renders empty."""
+        text = self.description
+        if "$(" not in text:
+            return text
+        out: list[str] = []
+        rest = text
+        while True:
+            start = rest.find("$(")
+            end = rest.find(")", start + 2) if start >= 0 else -1
+            if start < 0 or end < 0:
+                out.append(rest)
+                return "".join(out)
+            out.append(rest[:start])
+            value: Any = fields.get(rest[start + 2 : end])
+            if isinstance(value, list):
+                out.append(", ".join(as_text(v) for v in value))
+            elif value is not None:
+                out.append(as_text(value))
+            rest = rest[end + 1 :]

@@ -1,0 +1,149 @@
+"""SQLite store for alerts and module state; one transaction holds an event's alerts and its checkpoint."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from vigil.alert import parse_wazuh_timestamp
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    level INTEGER NOT NULL,
+    rule_id INTEGER NOT NULL,
+    agent_id TEXT NOT NULL,
+    description TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_ts ON alerts(ts);
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule_id, ts);
+CREATE INDEX IF NOT EXISTS alerts_level ON alerts(level, ts);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    min_level: int | None = None
+    max_level: int | None = None
+    rule_ids: Sequence[int] = ()
+    since: float | None = None
+    until: float | None = None
+    after_seq: int | None = None
+    limit: int = 100
+    offset: int = 0
+    newest_first: bool = True
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Store:
+    """Durable alerts and key/value state. Writes are serialised; reads use their own connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def commit(self, alerts: Iterable[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
+        """Store alerts and state updates atomically: a checkpoint never runs ahead of its alerts."""
+        rows = [
+            (a["id"], _epoch(a), a["rule"]["level"], int(a["rule"]["id"]), a["agent"]["id"],
+             a["rule"]["description"], orjson.dumps(a))
+            for a in alerts
+        ]
+        with self._lock, self._conn:
+            if rows:
+                self._conn.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?)", rows)
+            for key, value in (state or {}).items():
+                self._conn.execute(
+                    "INSERT INTO state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, orjson.dumps(value)),
+                )
+
+    def get_state(self, key: str) -> Any:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+
+class AlertReader:
+    """Read side for the API and the CLI; safe to use while `vigil up` writes (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def query(self, q: AlertQuery) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+        """(total matching, [(sequence number, alert)]) for one page."""
+        where, args = _where(q)
+        order = "DESC" if q.newest_first else "ASC"
+        with self._lock:
+            total = self._conn.execute(f"SELECT COUNT(*) FROM alerts {where}", args).fetchone()[0]
+            rows = self._conn.execute(
+                f"SELECT rowid, body FROM alerts {where} ORDER BY rowid {order} LIMIT ? OFFSET ?",
+                [*args, q.limit, q.offset],
+            ).fetchall()
+        return total, [(seq, orjson.loads(body)) for seq, body in rows]
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT body FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return orjson.loads(row[0]) if row else None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+
+
+def _where(q: AlertQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if q.min_level is not None:
+        clauses.append("level >= ?")
+        args.append(q.min_level)
+    if q.max_level is not None:
+        clauses.append("level <= ?")
+        args.append(q.max_level)
+    if q.rule_ids:
+        clauses.append(f"rule_id IN ({','.join('?' * len(q.rule_ids))})")
+        args.extend(q.rule_ids)
+    if q.since is not None:
+        clauses.append("ts >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        clauses.append("ts < ?")
+        args.append(q.until)
+    if q.after_seq is not None:
+        clauses.append("rowid > ?")
+        args.append(q.after_seq)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _epoch(alert: dict[str, Any]) -> float:
+    return parse_wazuh_timestamp(alert["timestamp"])

@@ -1,0 +1,161 @@
+"""Event in, alerts out: decode, match, fold, then write alerts.json and the store (DESIGN §6.1)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigil.alert import AlertIds, MitreCatalog, build_alert, wazuh_timestamp
+from vigil.errors import EventError
+from vigil.event import Event
+from vigil.manager.analysis.decoders import decode
+from vigil.manager.analysis.engine import Engine, Match, Step
+from vigil.manager.analysis.folding import Folder
+from vigil.manager.outputs.alerts_file import AlertsFile
+from vigil.manager.outputs.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FOLD_IGNORE = (
+    "docker.time", "docker.timeNano", "docker.Actor.Attributes.execID", "container.inspected_at",
+)
+
+
+@dataclass
+class Analysed:
+    """What analysis made of one event: the decoder, the rule chain tried, and the alert if any."""
+
+    decoder: str
+    fields: dict[str, Any]
+    match: Match
+    alert: dict[str, Any] | None
+    trace: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    alerts: int = 0
+    folded: int = 0
+    below_threshold: int = 0
+    decode_errors: int = 0
+    by_module: Counter[str] = field(default_factory=Counter)
+    by_level: Counter[int] = field(default_factory=Counter)
+
+
+class Analyzer:
+    """Pure analysis: no outputs touched, so logtest and the benchmark use exactly this path."""
+
+    def __init__(self, engine: Engine, mitre: MitreCatalog, manager_name: str, min_level: int) -> None:
+        self.engine = engine
+        self.mitre = mitre
+        self.manager_name = manager_name
+        self.min_level = min_level
+        self.ids = AlertIds()
+        self.fired: Counter[int] = Counter()
+
+    def analyse(self, event: Event, trace: list[Step] | None = None) -> Analysed:
+        decoded = decode(event)
+        match = self.engine.match(decoded.name, decoded.fields, event.timestamp, trace)
+        alert = None
+        if match.rule is not None and match.rule.level >= self.min_level:
+            rule = match.rule
+            self.fired[rule.id] += 1
+            alert = build_alert(
+                event=event, rule=rule, description=rule.render_description(decoded.fields), firedtimes=1,
+                alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
+                decoder_parent=decoded.parent, mitre=self.mitre,
+            )
+        return Analysed(decoded.name, decoded.fields.data, match, alert, trace or [])
+
+
+class Pipeline:
+    """Serialises analysis and output so alerts and checkpoints are stored in event order."""
+
+    def __init__(
+        self, analyzer: Analyzer, folder: Folder, store: Store | None, alerts_file: AlertsFile | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.analyzer = analyzer
+        self.folder = folder
+        self.store = store
+        self.alerts_file = alerts_file
+        self.clock = clock
+        self.stats = Stats()
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def on_alert(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
+
+    def process(self, event: Event, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Analyse one event and make its alerts (and `state`, e.g. a checkpoint) durable together."""
+        with self._lock:
+            self.stats.events += 1
+            self.stats.by_module[event.module] += 1
+            try:
+                analysed = self.analyzer.analyse(event)
+            except EventError as exc:
+                self.stats.decode_errors += 1
+                log.warning("event from %s could not be decoded: %s", event.location, exc)
+                analysed = None
+            out: list[dict[str, Any]] = []
+            now = self.clock()
+            closed: list[Any] = []
+            if analysed is not None and analysed.alert is not None:
+                emit, closed = self.folder.admit(analysed.alert, now)
+                if emit:
+                    out.append(analysed.alert)
+                else:
+                    self.stats.folded += 1
+            elif analysed is not None and analysed.match.rule is not None:
+                self.stats.below_threshold += 1
+            out.extend(self._summaries(closed))
+            self._write(out, state)
+            return out
+
+    def tick(self) -> list[dict[str, Any]]:
+        """Close fold windows that have ended; called about once a second."""
+        with self._lock:
+            out = self._summaries(self.folder.expire(self.clock()))
+            self._write(out, None)
+            return out
+
+    def drain(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = self._summaries(self.folder.drain())
+            self._write(out, None)
+            return out
+
+    def _summaries(self, closed: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for first, fold in closed:
+            summary = copy.deepcopy(first)
+            summary["id"] = self.analyzer.ids.next()
+            summary["timestamp"] = wazuh_timestamp(fold.last)
+            summary["rule"]["firedtimes"] = fold.count
+            summary["vigil"] = {
+                "fold": {
+                    "first_alert": first["id"], "occurrences": fold.count,
+                    "first_seen": wazuh_timestamp(fold.started), "last_seen": wazuh_timestamp(fold.last),
+                }
+            }
+            out.append(summary)
+        return out
+
+    def _write(self, alerts: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        if self.alerts_file is not None:
+            self.alerts_file.write(alerts)
+        if self.store is not None and (alerts or state):
+            self.store.commit(alerts, state)
+        for alert in alerts:
+            self.stats.alerts += 1
+            self.stats.by_level[alert["rule"]["level"]] += 1
+            for listener in self._listeners:
+                listener(alert)
