@@ -83,12 +83,20 @@ def _in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IP
     return any(address in net for net in networks)
 
 
+def re2_options() -> Any:
+    """RE2 options that keep its C++ logging off stderr; errors are reported by the loader instead."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
 def compile_regex(pattern: str) -> Any:
     """RE2 only: linear time on hostile input, and the same syntax the multi-pattern Set takes."""
     try:
-        return re2.compile(pattern)
+        return re2.compile(pattern, re2_options())
     except re2.error as exc:
-        raise ConditionError(f"bad regex {pattern!r}: {exc}") from exc
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ConditionError(f"bad regex {pattern!r}: {reason}") from exc
 
 
 def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -> Condition:

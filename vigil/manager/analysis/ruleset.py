@@ -9,6 +9,7 @@ from typing import Any
 
 import re2
 
+from vigil.manager.analysis.conditions import re2_options
 from vigil.manager.analysis.fields import Fields, as_text
 from vigil.manager.analysis.rules import Rule
 
@@ -25,7 +26,7 @@ class _RegexIndex:
 class CandidateIndex:
     """Narrows a list of sibling rules to those whose key condition holds for an event.
 
-    Each rule's first plain equals/in/list condition is its key (one dict lookup); failing that,
+    Each rule's most selective equals/in/list condition is its key (one dict lookup); failing that,
     its first positive regex joins the field's RE2 Set; rules with neither are always tried.
     """
 
@@ -37,10 +38,18 @@ class CandidateIndex:
     @classmethod
     def build(cls, rules: Iterable[Rule]) -> CandidateIndex:
         index = cls()
+        ordered = sorted(rules, key=lambda r: r.order)
+        # Key each rule on its most selective field: the one with the most distinct values among siblings.
+        distinct: dict[str, set[str]] = defaultdict(set)
+        for rule in ordered:
+            for cond in rule.conditions:
+                if cond.equals is not None and not cond.negate:
+                    distinct[cond.path].update(cond.equals)
         regex_members: dict[str, list[Rule]] = defaultdict(list)
-        for rule in sorted(rules, key=lambda r: r.order):
+        for rule in ordered:
             index.size += 1
-            key = next((c for c in rule.conditions if c.equals is not None and not c.negate), None)
+            keys = [c for c in rule.conditions if c.equals is not None and not c.negate]
+            key = max(keys, key=lambda c: len(distinct[c.path]), default=None)
             if key is not None and key.equals is not None:
                 bucket = index.by_value.setdefault(key.path, {})
                 for value in key.equals:
@@ -52,7 +61,7 @@ class CandidateIndex:
                 continue
             index.always.append(rule)
         for path, members in regex_members.items():
-            matcher = re2.Set.SearchSet(re2.Options())
+            matcher = re2.Set.SearchSet(re2_options())
             for rule in members:
                 source = next(c.regex_source for c in rule.conditions if c.path == path and c.regex is not None)
                 matcher.Add(source)

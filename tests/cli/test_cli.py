@@ -1,0 +1,113 @@
+"""The `vigil` command as a user runs it: clear errors for bad config and rules, logtest, validate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SEED_CREATE = {
+    "Action": "create", "Type": "container", "from": "nginx", "scope": "local", "status": "create",
+    "id": "e9730949586a38d8ab25990234fb8ccba428e3ec1c8bfbf12fe08ed279aaf11d",
+    "time": 1599186260, "timeNano": 1599186260265422592,
+    "Actor": {"ID": "e9730949586a38d8ab25990234fb8ccba428e3ec1c8bfbf12fe08ed279aaf11d",
+              "Attributes": {"image": "nginx", "name": "nginx_container",
+                             "maintainer": "NGINX Docker Maintainers <docker-maint@nginx.com>"}},
+}
+
+
+def vigil(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vigil", *args], input=stdin, capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+
+
+def test_config_with_unknown_key_is_refused_with_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "vigil.yml"
+    config.write_text("data_dir: /tmp/x\ndocker:\n  enabled: true\n  hots: tcp://1.2.3.4:2376\n")
+    result = vigil("up", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:4: unknown option 'docker.hots'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_with_wrong_type_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "vigil.yml"
+    config.write_text("api:\n  port: many\n")
+    result = vigil("rules", "list", "--config", str(config))
+    assert result.returncode == 2
+    assert f"{config}:2: api.port" in result.stderr
+
+
+def test_broken_user_rule_stops_start_up_naming_file_and_line(tmp_path: Path) -> None:
+    rules = tmp_path / "data" / "rules"
+    rules.mkdir(parents=True)
+    (rules / "local.yml").write_text(
+        "rules:\n"
+        "  - id: 100001\n    level: 5\n    if_sid: 87907\n    description: ok\n"
+        "  - id: 100002\n    levle: 5\n    description: typo\n"
+        "  - id: 100003\n    level: 5\n    description: bad regex\n    fields: {docker.Action: {regex: '(unclosed'}}\n"
+    )
+    result = vigil("up", "--data-dir", str(tmp_path / "data"), "--port", "0")
+    assert result.returncode == 2
+    assert f"{rules / 'local.yml'}:7: unknown rule key 'levle'" in result.stderr
+    assert f"{rules / 'local.yml'}:12: rule 100003: fields: bad regex '(unclosed': missing )" in result.stderr
+    assert "absl" not in result.stderr  # RE2's own logging stays quiet
+    assert not (tmp_path / "data" / "run.json").exists()
+
+
+def test_rules_validate_reports_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text("rules:\n  - id: 87901\n    level: 3\n    description: dup\n")
+    result = vigil("rules", "validate", str(tmp_path))
+    assert result.returncode == 1
+    assert "rule id 87901 is already defined" in result.stdout and "overwrite: true" in result.stdout
+    (tmp_path / "bad.yml").write_text("rules:\n  - id: 87901\n    overwrite: true\n    level: 2\n    description: d\n")
+    result = vigil("rules", "validate", str(tmp_path))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.startswith("ok: ")
+
+
+def test_user_rule_overrides_shipped_rule_in_logtest(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "quiet.yml").write_text(
+        "rules:\n  - id: 87901\n    overwrite: true\n    level: 1\n    if_sid: 87900\n"
+        "    fields: {docker.Action: create}\n    description: quieter\n"
+    )
+    result = vigil("logtest", "--data-dir", str(tmp_path), "-", stdin=json.dumps(SEED_CREATE))
+    assert result.returncode == 0, result.stderr
+    assert "no alert: rule 87901 matched at level 1, below the alert level 3" in result.stdout
+
+
+def test_logtest_shows_decoder_fields_rules_and_the_seed_alert(tmp_path: Path) -> None:
+    result = vigil("logtest", "--data-dir", str(tmp_path), "-", stdin=json.dumps(SEED_CREATE))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "decoder: json" in out
+    assert "docker.Actor.Attributes.name: 'nginx_container'" in out
+    assert "87900: matched" in out and "87901: matched" in out and "87903: no match" not in out
+    assert "Alert rule 87901 level 3: Docker: Container nginx_container created" in out
+    alert = json.loads(vigil("logtest", "--json", "--data-dir", str(tmp_path), "-",
+                             stdin=json.dumps(SEED_CREATE)).stdout)
+    assert alert["timestamp"] == "2020-09-04T02:24:20.265+0000"
+    assert alert["data"]["docker"] == SEED_CREATE
+    assert alert["rule"]["id"] == "87901"
+
+
+def test_logtest_rejects_garbage_clearly(tmp_path: Path) -> None:
+    result = vigil("logtest", "--data-dir", str(tmp_path), "-", stdin='{"Type": "container", "Act')
+    assert result.returncode == 2
+    assert "input is not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_alerts_without_a_store_says_how_to_start(tmp_path: Path) -> None:
+    result = vigil("alerts", "--data-dir", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert "vigil up" in result.stderr
+
+
+def test_status_when_not_running(tmp_path: Path) -> None:
+    result = vigil("status", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "Vigil is not running" in result.stderr
