@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vigil.errors import ConfigError, Problem
+from vigil.errors import ConfigError, LoadError, Problem
 from vigil.yamlsrc import line_at, load_yaml
 
 
@@ -35,6 +35,10 @@ class DockerConfig(_Strict):
     reconnect_max_seconds: float = Field(30.0, gt=0)
     max_event_bytes: int = Field(1024 * 1024, ge=1024, description="larger events are cut and flagged")
     api_timeout_seconds: float = Field(10.0, gt=0)
+    engine_event_buffer: int = Field(
+        256, ge=1, description="past events the engine keeps (dockerd: 256); a resume that replays that many "
+        "may have missed older ones, which raises rule 200003",
+    )
 
 
 class AgentConfig(_Strict):
@@ -96,7 +100,10 @@ def load_config(path: Path | None) -> VigilConfig:
     """Read the YAML config (or the defaults when no file is given); every problem names its line."""
     if path is None:
         return VigilConfig()
-    raw = load_yaml(path, "configuration")
+    try:
+        raw = load_yaml(path, "configuration")
+    except LoadError as exc:
+        raise ConfigError("configuration", exc.problems) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

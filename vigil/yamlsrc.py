@@ -61,7 +61,11 @@ def load_yaml(path: Path, what: str, max_bytes: int = 16 * 1024 * 1024) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise LoadError(what, [Problem(str(path), line, f"YAML syntax: {exc.problem or exc}")]) from exc
+        message = f"YAML syntax: {exc.problem or exc}"
+        if exc.context:
+            where = f" started on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            message += f" ({exc.context}{where})"
+        raise LoadError(what, [Problem(str(path), line, message)]) from exc
     except yaml.YAMLError as exc:
         raise LoadError(what, [Problem(str(path), 1, f"YAML: {exc}")]) from exc
 

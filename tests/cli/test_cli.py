@@ -51,7 +51,8 @@ def test_broken_user_rule_stops_start_up_naming_file_and_line(tmp_path: Path) ->
     result = vigil("up", "--data-dir", str(tmp_path / "data"), "--port", "0")
     assert result.returncode == 2
     assert f"{rules / 'local.yml'}:7: unknown rule key 'levle'" in result.stderr
-    assert f"{rules / 'local.yml'}:12: rule 100003: fields: bad regex '(unclosed': missing )" in result.stderr
+    bad_regex = "rule 100003: fields: docker.Action: bad regex '(unclosed': missing )"
+    assert f"{rules / 'local.yml'}:12: {bad_regex}" in result.stderr
     assert "absl" not in result.stderr  # RE2's own logging stays quiet
     assert not (tmp_path / "data" / "run.json").exists()
 

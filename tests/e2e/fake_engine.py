@@ -28,7 +28,7 @@ class _Handler(BaseHTTPRequestHandler):
     def address_string(self) -> str:
         return "fake-engine-client"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _json(self, code: int, body: Any) -> None:

@@ -7,7 +7,12 @@ as a user would.
 from __future__ import annotations
 
 import itertools
+import json
+import select
+import subprocess
+import sys
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -135,8 +140,6 @@ def test_healthcheck_execs_are_counted_not_alerted(expect: Expect, vigil: VigilP
     deadline_alerts = vigil.wait_for(lambda a: a["rule"]["id"] == "87903" and name in a["rule"]["description"],
                                      since=since)
     assert deadline_alerts
-    import time
-
     time.sleep(3.5)
     execs = [a for a in vigil.file_alerts()[since:] if a["rule"]["id"] in ("87907", "200110", "87908")
              and name in a["rule"]["description"]]
@@ -326,3 +329,63 @@ def test_network_lifecycle(expect: Expect, busybox_image: str) -> None:
     since = expect.mark()
     expect.docker("network", "rm", network)
     expect.alert(since, 87931, 5, f"Docker: Network {network} deleted")
+
+
+def test_repeats_fold_into_one_alert_with_firedtimes(dockerd: Dockerd, busybox_image: str, tmp_path: Path) -> None:
+    """With folding on, five identical execs give one alert now and one summary when the window ends."""
+    config = {"analysis": {"fold_window_seconds": 2}}
+    with VigilProcess(tmp_path / "vigil", dockerd.host, config) as folding:
+        name = unique("fold")
+        dockerd.cli("run", "-d", "--network", "none", "--name", name, busybox_image, "sleep", "300")
+        folding.wait_for(rule_is(87903, name), timeout=2)
+        since = len(folding.file_alerts())
+        for _ in range(5):
+            dockerd.cli("exec", name, "cat", "/etc/hostname")
+        first = folding.wait_for(rule_is(87907, name), since=since)
+        assert first["rule"]["firedtimes"] == 1
+        summary = folding.wait_for(lambda a: rule_is(87907, name)(a) and "vigil" in a, timeout=5, since=since)
+        assert summary["rule"]["firedtimes"] == 5
+        assert summary["vigil"]["fold"]["first_alert"] == first["id"]
+        assert summary["vigil"]["fold"]["occurrences"] == 5
+        execs = [a for a in folding.file_alerts()[since:] if rule_is(87907, name)(a)]
+        assert len(execs) == 2
+        assert folding.health()["alerts_folded"] == 4
+
+
+# ---- the CLI against a running Vigil -----------------------------------------------------------
+def _vigil_cli(vigil: VigilProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vigil", *args, "--data-dir", str(vigil.data_dir)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_cli_alerts_status_and_follow(expect: Expect, vigil: VigilProcess, busybox_image: str) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "vigil", "alerts", "--follow", "--json", "--limit", "1", "--rule", "87901",
+         "--data-dir", str(vigil.data_dir)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    name = unique("followed")
+    try:
+        assert follower.stdout is not None
+        time.sleep(1.5)  # the follower is up and has printed what was there
+        since = expect.mark()
+        expect.docker("create", "--network", "none", "--name", name, busybox_image)
+        expect.alert(since, 87901, 3, f"Docker: Container {name} created")
+        descriptions = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and f"Docker: Container {name} created" not in descriptions:
+            ready, _, _ = select.select([follower.stdout], [], [], 0.2)
+            if ready:
+                descriptions.append(json.loads(follower.stdout.readline())["rule"]["description"])
+        assert f"Docker: Container {name} created" in descriptions
+    finally:
+        follower.terminate()
+        follower.wait(5)
+    table = _vigil_cli(vigil, "alerts", "--level", "3", "--limit", "5")
+    assert table.returncode == 0, table.stderr
+    assert f"Docker: Container {name} created" in table.stdout
+    assert "level" in table.stdout and "description" in table.stdout
+    status = _vigil_cli(vigil, "status")
+    assert status.returncode == 0, status.stderr
+    assert "module docker: connected" in status.stdout
+    assert "Vigil 0.1.0 running" in status.stdout

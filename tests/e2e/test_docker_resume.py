@@ -94,3 +94,39 @@ def test_starts_without_engine_and_connects_when_it_appears(fresh_dockerd: Docke
         d.start()
         create(d, "late")
         wait_created(vigil, ["late"])
+
+
+def test_events_beyond_the_engine_buffer_raise_a_loss_alert(fresh_dockerd: Dockerd, tmp_path: Path) -> None:
+    """dockerd keeps its last 256 events; more than that while Vigil is down is a gap, and is said."""
+    d = fresh_dockerd
+    vigil = VigilProcess(tmp_path / "vigil", d.host, NO_FOLD)
+    vigil.start()
+    try:
+        client = d.client()
+        client.volumes.create("before")
+        vigil.wait_for(lambda a: a["rule"]["id"] == "87913" and a["data"]["docker"]["Actor"]["ID"] == "before")
+        vigil.stop()
+        for i in range(300):
+            client.volumes.create(f"gap{i}")
+        vigil.start()
+        lost = vigil.wait_for(lambda a: a["rule"]["id"] == "200003", timeout=10)
+        assert lost["rule"]["level"] == 7
+        assert "keeps only its last 256 events" in lost["rule"]["description"]
+        newest = vigil.wait_for(lambda a: a["data"].get("docker", {}).get("Actor", {}).get("ID") == "gap299")
+        assert newest["rule"]["id"] == "87913"
+    finally:
+        vigil.stop()
+
+
+def test_a_short_outage_is_not_reported_as_a_gap(fresh_dockerd: Dockerd, tmp_path: Path) -> None:
+    d = fresh_dockerd
+    with VigilProcess(tmp_path / "vigil", d.host, NO_FOLD) as vigil:
+        client = d.client()
+        client.volumes.create("one")
+        vigil.wait_for(lambda a: a["data"].get("docker", {}).get("Actor", {}).get("ID") == "one")
+        vigil.stop()
+        for i in range(20):
+            client.volumes.create(f"short{i}")
+        vigil.start()
+        vigil.wait_for(lambda a: a["data"].get("docker", {}).get("Actor", {}).get("ID") == "short19")
+        assert not [a for a in vigil.file_alerts() if a["rule"]["id"] == "200003"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -11,8 +12,9 @@ from rich.console import Console
 from vigil.config import VigilConfig, load_config
 from vigil.errors import VigilError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output is not wrapped at 80 columns, so `vigil alerts | grep` sees whole lines.
+console = Console(width=None if sys.stdout.isatty() else 400)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 CONFIG_OPTION = typer.Option(
     None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG, else built-in defaults)"

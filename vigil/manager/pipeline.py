@@ -58,15 +58,14 @@ class Analyzer:
         self.manager_name = manager_name
         self.min_level = min_level
         self.ids = AlertIds()
-        self.fired: Counter[int] = Counter()
 
     def analyse(self, event: Event, trace: list[Step] | None = None) -> Analysed:
         decoded = decode(event)
         match = self.engine.match(decoded.name, decoded.fields, event.timestamp, trace)
         alert = None
-        if match.rule is not None and match.rule.level >= self.min_level:
+        # Level 0 never alerts (as in Wazuh): a level-0 child rule is how a match is silenced.
+        if match.rule is not None and match.rule.level >= max(1, self.min_level):
             rule = match.rule
-            self.fired[rule.id] += 1
             alert = build_alert(
                 event=event, rule=rule, description=rule.render_description(decoded.fields), firedtimes=1,
                 alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
@@ -109,7 +108,11 @@ class Pipeline:
             now = self.clock()
             closed: list[Any] = []
             if analysed is not None and analysed.alert is not None:
-                emit, closed = self.folder.admit(analysed.alert, now)
+                rule = analysed.match.rule
+                if rule is not None and "no_fold" in rule.options:
+                    emit, closed = True, self.folder.expire(now)
+                else:
+                    emit, closed = self.folder.admit(analysed.alert, now)
                 if emit:
                     out.append(analysed.alert)
                 else:

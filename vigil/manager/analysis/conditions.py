@@ -17,6 +17,8 @@ OPERATORS = ("equals", "regex", "in", "list", "gt", "ge", "lt", "le", "cidr", "e
 class ConditionError(ValueError):
     """A condition in a rule file is malformed; the loader adds file and line."""
 
+    line: int | None = None
+
 
 def _values(value: Any) -> Iterable[Any]:
     """A list field matches when any of its elements matches."""
@@ -128,7 +130,10 @@ def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -
         cond.equals = frozenset(equals)
     if "regex" in spec:
         cond.regex_source = str(spec["regex"])
-        cond.regex = compile_regex(cond.regex_source)
+        try:
+            cond.regex = compile_regex(cond.regex_source)
+        except ConditionError as exc:
+            raise ConditionError(f"{path}: {exc}") from exc
     for op in ("gt", "ge", "lt", "le"):
         if op in spec:
             bound = spec[op]

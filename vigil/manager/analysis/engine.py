@@ -40,17 +40,23 @@ class Engine:
     def match(self, decoder: str, fields: Fields, timestamp: float, trace: list[Step] | None = None) -> Match:
         best = Match(rule=None)
         path: list[int] = []
+        tried: set[int] = set()
         for root in self.ruleset.roots(decoder, fields):
-            self._visit(root, fields, timestamp, 0, path, best, trace)
+            self._visit(root, fields, timestamp, 0, path, tried, best, trace)
         if best.rule is not None:
             self._correlate_matched(best, fields, timestamp, trace)
             self.matched_by_rule[best.rule.id] += 1
         return best
 
     def _visit(
-        self, rule: Rule, fields: Fields, ts: float, depth: int, path: list[int], best: Match,
+        self, rule: Rule, fields: Fields, ts: float, depth: int, path: list[int], tried: set[int], best: Match,
         trace: list[Step] | None,
     ) -> None:
+        # A rule reachable through several parents (if_group, a list of if_sid) is tried once per
+        # event, so correlation and exception counts see each event once and cycles cannot recurse.
+        if rule.id in tried:
+            return
+        tried.add(rule.id)
         if not rule.matches(fields):
             if trace is not None:
                 trace.append(Step(rule.id, depth, "no match"))
@@ -74,7 +80,7 @@ class Engine:
         if best.rule is None or (depth, rule.level) > (best.depth, best.rule.level):
             best.rule, best.depth, best.chain, best.correlated = rule, depth, list(path), count
         for child in self.ruleset.children(rule, fields):
-            self._visit(child, fields, ts, depth + 1, path, best, trace)
+            self._visit(child, fields, ts, depth + 1, path, tried, best, trace)
         path.pop()
 
     def _correlate_matched(self, best: Match, fields: Fields, ts: float, trace: list[Step] | None) -> None:

@@ -139,8 +139,8 @@ def _build_rule(path: Path, spec: Any, lists: dict[str, frozenset[str]], problem
     start = len(problems)
     file = str(path)
 
-    def bad(key: str | None, message: str) -> None:
-        problems.append(Problem(file, line_of(spec, key), message))
+    def bad(key: str | None, message: str, line: int | None = None) -> None:
+        problems.append(Problem(file, line or line_of(spec, key), message))
 
     for key in spec:
         if key not in RULE_KEYS:
@@ -158,15 +158,15 @@ def _build_rule(path: Path, spec: Any, lists: dict[str, frozenset[str]], problem
     try:
         _fill_optional(rule, spec, lists)
     except (ValueError, ConditionError) as exc:
-        key = getattr(exc, "key", None)
-        bad(key, f"rule {rule_id}: {exc}")
+        bad(getattr(exc, "key", None), f"rule {rule_id}: {exc}", getattr(exc, "line", None))
     return rule if len(problems) == start else None
 
 
 class _KeyedError(ValueError):
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, line: int | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.line = line
 
 
 def _fill_optional(rule: Rule, spec: dict[str, Any], lists: dict[str, frozenset[str]]) -> None:
@@ -174,7 +174,7 @@ def _fill_optional(rule: Rule, spec: dict[str, Any], lists: dict[str, frozenset[
         try:
             return fn(spec[key])
         except (ValueError, ConditionError) as exc:
-            raise _KeyedError(key, f"{key}: {exc}") from exc
+            raise _KeyedError(key, f"{key}: {exc}", getattr(exc, "line", None)) from exc
 
     if "groups" in spec:
         rule.groups = keyed("groups", lambda v: _str_tuple(v, "groups"))
@@ -240,7 +240,14 @@ def _positive_number(value: Any) -> float:
 def _conditions(value: Any, lists: dict[str, frozenset[str]]) -> list[Any]:
     if not isinstance(value, dict) or not value:
         raise ValueError("must map field paths to conditions")
-    return [build_condition(str(path), spec, lists) for path, spec in value.items()]
+    out = []
+    for path, spec in value.items():
+        try:
+            out.append(build_condition(str(path), spec, lists))
+        except ConditionError as exc:
+            exc.line = line_of(value, path)
+            raise
+    return out
 
 
 def _exceptions(value: Any, lists: dict[str, frozenset[str]]) -> list[Exception_]:

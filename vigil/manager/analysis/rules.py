@@ -25,8 +25,10 @@ class Exception_:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Rule:
+    """A loaded rule. Compared and hashed by identity: two rules are never 'equal' by content."""
+
     id: int
     level: int
     description: str

@@ -87,16 +87,12 @@ class CandidateIndex:
                 for i in rindex.matcher.Match(as_text(item)) or ():
                     found.append(rindex.rules[i])
         if len(found) > 1:
-            found = sorted(set(found), key=_order) if _has_duplicates(found) else sorted(found, key=_order)
+            found = sorted(set(found), key=_order)
         return found
 
 
 def _order(rule: Rule) -> int:
     return rule.order
-
-
-def _has_duplicates(rules: list[Rule]) -> bool:
-    return len({id(r) for r in rules}) != len(rules)
 
 
 class RuleSet:

@@ -17,6 +17,7 @@ from vigil.agent.modules.docker.checkpoint import Checkpoint
 from vigil.agent.modules.docker.engine_client import engine_url, open_client
 from vigil.agent.modules.docker.enrich import Enricher
 from vigil.agent.modules.docker.framing import frame_lines
+from vigil.alert import wazuh_timestamp
 from vigil.config import DockerConfig
 from vigil.errors import EventError
 from vigil.event import AgentRef, Event
@@ -41,7 +42,7 @@ class DockerModule:
         self.checkpoint = Checkpoint.from_state(saved.get(CHECKPOINT_KEY))
         self.enricher = Enricher(config.inspect, saved.get(IMAGES_KEY) or {})
         self.connected = False
-        self.counters = {"events": 0, "duplicates_skipped": 0, "malformed": 0, "reconnects": 0}
+        self.counters = {"events": 0, "duplicates_skipped": 0, "malformed": 0, "reconnects": 0, "possible_gaps": 0}
         self._stream: Any = None
         self._lock = threading.Lock()
 
@@ -96,6 +97,10 @@ class DockerModule:
                     client.close()
 
     def _follow(self, client: docker.DockerClient, stop: threading.Event) -> None:
+        resume_from = self.checkpoint.time_nano
+        connected_at = time.time_ns()
+        replayed = 0
+        first_replayed: int | None = None
         stream = client.api.events(since=self.checkpoint.since(), decode=False)
         with self._lock:
             self._stream = stream
@@ -103,13 +108,20 @@ class DockerModule:
             for line, length in frame_lines(stream, self.config.max_event_bytes):
                 if stop.is_set():
                     return
-                self._handle(client, line, length)
+                time_nano = self._handle(client, line, length)
+                if not resume_from or time_nano is None or time_nano >= connected_at:
+                    continue
+                replayed += 1
+                first_replayed = time_nano if first_replayed is None else first_replayed
+                if replayed == self.config.engine_event_buffer and first_replayed > resume_from:
+                    self._maybe_lost(resume_from, first_replayed)
         finally:
             with self._lock:
                 self._stream = None
             stream.close()
 
-    def _handle(self, client: docker.DockerClient, line: bytes, length: int) -> None:
+    def _handle(self, client: docker.DockerClient, line: bytes, length: int) -> int | None:
+        """Hand one event to the sink (once); returns its engine time, or None when it was unreadable."""
         try:
             if length > len(line):
                 raise EventError(f"event of {length} bytes is larger than the {self.config.max_event_bytes}-byte limit")
@@ -118,12 +130,12 @@ class DockerModule:
             self.counters["malformed"] += 1
             log.warning("Docker module: %s", exc)
             self.sink(normalize.error_event(self.agent, str(exc), line, time.time()), None)
-            return
+            return None
         time_nano = normalize.event_time_nano(obj)
         digest = normalize.event_digest(line)
         if not self.checkpoint.is_new(time_nano, digest):
             self.counters["duplicates_skipped"] += 1
-            return
+            return time_nano
         enrichment = self.enricher.enrich(client, obj) if self._needs_client(obj) else {}
         event = normalize.build_event(obj, self.agent, enrichment)
         self.checkpoint.advance(time_nano, digest)
@@ -132,6 +144,21 @@ class DockerModule:
             state[IMAGES_KEY] = self.enricher.images
         self.sink(event, state)
         self.counters["events"] += 1
+        return time_nano
+
+    def _maybe_lost(self, resume_from: int, first_replayed: int) -> None:
+        """The engine replayed as many events as it keeps, starting after our checkpoint: a gap is likely."""
+        self.counters["possible_gaps"] += 1
+        gap = f"{_iso(resume_from)} and {_iso(first_replayed)}"
+        message = (f"the engine keeps only its last {self.config.engine_event_buffer} events; "
+                   f"events between {gap} happened while Vigil was not connected and may be gone")
+        log.warning("Docker module: %s", message)
+        event = Event(
+            module="docker", location=normalize.LOCATION, timestamp=time.time(), decoder="vigil", agent=self.agent,
+            data={"vigil": {"module": "docker", "kind": "events_dropped", "count": "an unknown number of",
+                            "error": message, "from": _iso(resume_from), "to": _iso(first_replayed)}},
+        )
+        self.sink(event, None)
 
     @staticmethod
     def _needs_client(obj: dict[str, Any]) -> bool:
@@ -146,6 +173,10 @@ class DockerModule:
                             "outage_seconds": round(outage, 1)}},
         )
         self.sink(event, None)
+
+
+def _iso(time_nano: int) -> str:
+    return wazuh_timestamp(time_nano / 1e9)
 
 
 def _first_line(exc: BaseException) -> str:

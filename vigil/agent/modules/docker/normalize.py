@@ -12,8 +12,19 @@ from vigil.event import AgentRef, Event
 
 LOCATION = "docker"
 EXEC_PREFIXES = ("exec_create: ", "exec_start: ")
-# Wrappers that run their first non-option argument: `busybox sh`, `env FOO=1 bash`.
-_WRAPPERS = frozenset({"busybox", "env", "nice", "nohup", "timeout", "stdbuf", "setsid", "exec"})
+# Wrappers that run another program: name -> (options that take a value, positional words before
+# the program). `timeout -s KILL 60 sh` runs sh; `nice -n 10 bash` runs bash; `busybox sh` runs sh.
+_WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
+    "busybox": (frozenset(), 0),
+    "env": (frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"}), 0),
+    "nice": (frozenset({"-n", "--adjustment"}), 0),
+    "nohup": (frozenset(), 0),
+    "timeout": (frozenset({"-s", "--signal", "-k", "--kill-after"}), 1),
+    "stdbuf": (frozenset({"-i", "--input", "-o", "--output", "-e", "--error"}), 0),
+    "setsid": (frozenset(), 0),
+    "exec": (frozenset({"-a"}), 0),
+    "chroot": (frozenset({"--userspec", "--groups"}), 1),
+}
 
 
 def parse_event(line: bytes, max_bytes: int) -> dict[str, Any]:
@@ -92,12 +103,14 @@ def _program(words: list[str]) -> str:
     i = 0
     while i < len(words):
         name = words[i].rsplit("/", 1)[-1]
-        if name in _WRAPPERS and i + 1 < len(words):
-            i += 1
-            while i < len(words) and (words[i].startswith("-") or "=" in words[i]):
-                i += 1
-            continue
-        return name
+        wrapper = _WRAPPERS.get(name)
+        if wrapper is None or i + 1 >= len(words):
+            return name
+        takes_value, positionals = wrapper
+        i += 1
+        while i < len(words) and (words[i].startswith("-") or (name == "env" and "=" in words[i])):
+            i += 2 if words[i] in takes_value else 1
+        i += positionals
     return words[-1].rsplit("/", 1)[-1] if words else ""
 
 
