@@ -27,8 +27,8 @@ def parse_time(text: str, now: float | None = None) -> float:
             moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
         except ValueError:
             raise ValueError(
-                f"cannot read time {text!r}: use epoch seconds, ISO 8601 (2026-11-26T10:00:00Z) "
-                "or an age such as 15m, 2h, 1d"
+                f"cannot read time {text[:80]!r}{'...' if len(text) > 80 else ''}: use epoch seconds, "
+                "ISO 8601 (2026-11-26T10:00:00Z) or an age such as 15m, 2h, 1d"
             ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

@@ -75,7 +75,6 @@ class DockerModule:
                     self._reconnected(time.monotonic() - down_since)
                 down_since = None
                 delay = self.config.reconnect_min_seconds
-                self.connected = True
                 log.info("Docker module: following events from %s (resuming at %s)", self.url,
                          self.checkpoint.since() or "now")
                 self._follow(client, stop)
@@ -102,6 +101,7 @@ class DockerModule:
         replayed = 0
         first_replayed: int | None = None
         stream = client.api.events(since=self.checkpoint.since(), decode=False)
+        self.connected = True  # the engine has answered the subscription: events from now on reach us
         with self._lock:
             self._stream = stream
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import docker
 from docker.tls import TLSConfig
@@ -10,6 +11,22 @@ from docker.tls import TLSConfig
 from vigil.config import DockerConfig
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+class _APIClient(docker.APIClient):
+    """requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the CA given in code (psf/requests#3829);
+    a CA configured for the engine, or verify: false, must win over the machine's environment."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
+
+class _DockerClient(docker.DockerClient):
+    def __init__(self, **kwargs: Any) -> None:
+        self.api = _APIClient(**kwargs)
 
 
 def engine_url(config: DockerConfig) -> str:
@@ -30,4 +47,4 @@ def open_client(config: DockerConfig) -> docker.DockerClient:
             cert = (str(config.tls.client_cert), str(config.tls.client_key))
         verify: bool | str = str(config.tls.ca_cert) if config.tls.ca_cert and config.tls.verify else config.tls.verify
         tls = TLSConfig(client_cert=cert, verify=verify)
-    return docker.DockerClient(base_url=engine_url(config), tls=tls, timeout=timeout)
+    return _DockerClient(base_url=engine_url(config), tls=tls, timeout=timeout)
