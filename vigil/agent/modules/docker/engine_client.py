@@ -13,7 +13,7 @@ from vigil.config import DockerConfig
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 
-class _APIClient(docker.APIClient):
+class _APIClient(docker.APIClient):  # type: ignore[misc]  # the docker SDK ships no type hints
     """requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the CA given in code (psf/requests#3829);
     a CA configured for the engine, or verify: false, must win over the machine's environment."""
 
@@ -24,7 +24,7 @@ class _APIClient(docker.APIClient):
         return settings
 
 
-class _DockerClient(docker.DockerClient):
+class _DockerClient(docker.DockerClient):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         self.api = _APIClient(**kwargs)
 
