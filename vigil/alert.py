@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +16,16 @@ from vigil.manager.analysis.rules import COMPLIANCE_KEYS, Rule
 ALERT_VERSION = 1
 
 
+@functools.lru_cache(maxsize=256)
+def _second_prefix(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def wazuh_timestamp(epoch: float) -> str:
     """`2020-09-04T02:24:20.266+0000`: milliseconds, numeric UTC offset, as Wazuh writes it."""
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+    millis = int(epoch * 1000)
+    second, milli = divmod(millis, 1000)
+    return f"{_second_prefix(second)}{milli:03d}+0000"
 
 
 def parse_wazuh_timestamp(text: str) -> float:
@@ -27,17 +33,21 @@ def parse_wazuh_timestamp(text: str) -> float:
 
 
 class AlertIds:
-    """Wazuh-style ids `<epoch seconds>.<nanoseconds>`, strictly increasing within a process."""
+    """Wazuh-style ids `<epoch seconds>.<nanoseconds>`, strictly increasing within a process.
+
+    Not locked: the Pipeline serialises its callers.
+    """
 
     def __init__(self) -> None:
         self._last = 0
-        self._lock = threading.Lock()
 
     def next(self) -> str:
-        with self._lock:
-            now = max(time.time_ns(), self._last + 1)
-            self._last = now
-        return f"{now // 1_000_000_000}.{now % 1_000_000_000:09d}"
+        now = time.time_ns()
+        if now <= self._last:
+            now = self._last + 1
+        self._last = now
+        seconds, nanos = divmod(now, 1_000_000_000)
+        return f"{seconds}.{nanos:09d}"
 
 
 class MitreCatalog:
@@ -45,11 +55,26 @@ class MitreCatalog:
 
     def __init__(self, table: dict[str, dict[str, Any]]) -> None:
         self.table = table
+        self._static: dict[int, tuple[Rule, dict[str, Any]]] = {}
 
     @classmethod
     def shipped(cls) -> MitreCatalog:
         path = Path(__file__).resolve().parent / "content" / "mitre.yml"
         return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+    def static_block(self, rule: Rule) -> dict[str, Any]:
+        """The parts of `alert.rule` that depend on the rule alone, computed once per rule."""
+        cached = self._static.get(rule.id)
+        if cached is not None and cached[0] is rule:
+            return cached[1]
+        block: dict[str, Any] = {"groups": list(rule.groups)}
+        if rule.mitre:
+            block["mitre"] = self.block(rule.mitre)
+        for key in COMPLIANCE_KEYS:
+            if key in rule.compliance:
+                block[key] = list(rule.compliance[key])
+        self._static[rule.id] = (rule, block)
+        return block
 
     def block(self, ids: tuple[str, ...]) -> dict[str, list[str]]:
         tactics: list[str] = []
@@ -64,20 +89,10 @@ class MitreCatalog:
 
 
 def rule_block(rule: Rule, description: str, firedtimes: int, mitre: MitreCatalog) -> dict[str, Any]:
-    block: dict[str, Any] = {
-        "level": rule.level,
-        "description": description,
-        "id": str(rule.id),
-        "firedtimes": firedtimes,
-        "mail": False,
-        "groups": list(rule.groups),
+    return {
+        "level": rule.level, "description": description, "id": str(rule.id), "firedtimes": firedtimes,
+        "mail": False, **mitre.static_block(rule),
     }
-    if rule.mitre:
-        block["mitre"] = mitre.block(rule.mitre)
-    for key in COMPLIANCE_KEYS:
-        if key in rule.compliance:
-            block[key] = list(rule.compliance[key])
-    return block
 
 
 def build_alert(

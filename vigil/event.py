@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
+import functools
+import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from vigil.errors import EventError
 
 ENVELOPE_VERSION = 1
+
+# Event ids: a random prefix per process and a counter; unique without a syscall per event.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_event_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +30,16 @@ class AgentRef:
     ip: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        out = {"id": self.id, "name": self.name}
-        if self.ip:
-            out["ip"] = self.ip
-        return out
+        """The alert's `agent` object; shared between alerts of one agent, so never mutate it."""
+        return _agent_dict(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _agent_dict(agent: AgentRef) -> dict[str, str]:
+    out = {"id": agent.id, "name": agent.name}
+    if agent.ip:
+        out["ip"] = agent.ip
+    return out
 
 
 @dataclass(slots=True)
@@ -42,7 +58,7 @@ class Event:
     decoder: str
     agent: AgentRef = field(default_factory=AgentRef)
     raw: str | None = None
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_event_id)
     v: int = ENVELOPE_VERSION
 
     def to_dict(self) -> dict[str, Any]:

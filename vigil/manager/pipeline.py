@@ -27,7 +27,7 @@ DEFAULT_FOLD_IGNORE = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Analysed:
     """What analysis made of one event: the decoder, the rule chain tried, and the alert if any."""
 
@@ -35,7 +35,7 @@ class Analysed:
     fields: dict[str, Any]
     match: Match
     alert: dict[str, Any] | None
-    trace: list[Step] = field(default_factory=list)
+    trace: list[Step] | None = None
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Analyzer:
                 alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
                 decoder_parent=decoded.parent, mitre=self.mitre,
             )
-        return Analysed(decoded.name, decoded.fields.data, match, alert, trace or [])
+        return Analysed(decoded.name, decoded.fields.data, match, alert, trace)
 
 
 class Pipeline:

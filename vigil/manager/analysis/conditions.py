@@ -39,9 +39,24 @@ class Condition:
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     exists: bool | None = None
     negate: bool = False
+    fast: str = ""  # "equals" or "regex" when that is the only test: the hot path for string values
 
     def test(self, value: Any) -> bool:
+        if type(value) is str:
+            if self.fast == "equals":
+                return (value in self.equals) != self.negate  # type: ignore[operator]
+            if self.fast == "regex":
+                return (self.regex.search(value) is not None) != self.negate
         return self._test(value) != self.negate
+
+    def seal(self) -> Condition:
+        """Note which single test this condition is, if any, so `test` can take the short path."""
+        others = bool(self.numeric or self.networks or self.exists is not None)
+        if self.equals is not None and self.regex is None and not others:
+            self.fast = "equals"
+        elif self.regex is not None and self.equals is None and not others:
+            self.fast = "regex"
+        return self
 
     def _test(self, value: Any) -> bool:
         if value is None:
@@ -108,7 +123,7 @@ def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -
         if isinstance(spec, list):
             raise ConditionError(f"{path}: a list of values needs the form {{in: [...]}}")
         cond.equals = frozenset({as_text(spec)})
-        return cond
+        return cond.seal()
     unknown = [k for k in spec if k not in OPERATORS]
     if unknown:
         raise ConditionError(f"{path}: unknown operator {unknown[0]!r}; use one of {', '.join(OPERATORS)}")
@@ -154,4 +169,4 @@ def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -
         if not isinstance(spec["not"], bool):
             raise ConditionError(f"{path}: 'not' takes true or false")
         cond.negate = spec["not"]
-    return cond
+    return cond.seal()

@@ -11,7 +11,7 @@ from vigil.event import Event
 from vigil.manager.analysis.fields import Fields
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
     name: str
     parent: str | None

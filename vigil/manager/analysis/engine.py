@@ -33,6 +33,7 @@ class Engine:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
+        self._children = ruleset.child_indexes
         self.correlator = Correlator()
         self.suppressed: Counter[tuple[int, str]] = Counter()
         self.matched_by_rule: Counter[int] = Counter()
@@ -44,7 +45,8 @@ class Engine:
         for root in self.ruleset.roots(decoder, fields):
             self._visit(root, fields, timestamp, 0, path, tried, best, trace)
         if best.rule is not None:
-            self._correlate_matched(best, fields, timestamp, trace)
+            if best.rule.id in self.ruleset.watchers:
+                self._correlate_matched(best, fields, timestamp, trace)
             self.matched_by_rule[best.rule.id] += 1
         return best
 
@@ -79,17 +81,16 @@ class Engine:
         path.append(rule.id)
         if best.rule is None or (depth, rule.level) > (best.depth, best.rule.level):
             best.rule, best.depth, best.chain, best.correlated = rule, depth, list(path), count
-        for child in self.ruleset.children(rule, fields):
-            self._visit(child, fields, ts, depth + 1, path, tried, best, trace)
+        index = self._children.get(rule.id)
+        if index is not None:
+            for child in index.candidates(fields):
+                self._visit(child, fields, ts, depth + 1, path, tried, best, trace)
         path.pop()
 
     def _correlate_matched(self, best: Match, fields: Fields, ts: float, trace: list[Step] | None) -> None:
         """`if_matched_sid` / `if_matched_group` rules: fire after enough matches of another rule."""
         assert best.rule is not None
-        candidates = list(self.ruleset.matched_correlations.get(best.rule.id, ()))
-        for group in best.rule.groups:
-            candidates.extend(self.ruleset.group_correlations.get(group, ()))
-        for rule in candidates:
+        for rule in self.ruleset.watchers.get(best.rule.id, ()):
             if not rule.matches(fields) or (rule.exceptions and rule.exception_hit(fields)):
                 continue
             fired, count = self.correlator.observe(rule, fields, ts)

@@ -14,24 +14,53 @@ class Fields:
     `role.new`), so a path segment that is not a key is joined with the next ones until one is.
     """
 
-    __slots__ = ("_cache", "data", "raw")
+    __slots__ = ("_dotted_top", "data", "raw", "resolved")
 
     def __init__(self, data: dict[str, Any], raw: str | None = None) -> None:
         self.data = data
         self.raw = raw
-        self._cache: dict[str, Any] = {}
+        # path -> value, filled by get(); hot callers read it directly before calling get()
+        self.resolved: dict[str, Any] = {}
+        self._dotted_top: bool | None = None
+
+    def lacks_top(self, key: str) -> bool:
+        """True when no field can start with `key`: the cheap test indexes make before a lookup."""
+        if key in self.data:
+            return False
+        if self._dotted_top is None:
+            self._dotted_top = any("." in k for k in self.data)
+        return not self._dotted_top
 
     def get(self, path: str) -> Any:
         """The value at `path`, or None when absent."""
         try:
-            return self._cache[path]
+            return self.resolved[path]
         except KeyError:
             pass
-        value = _resolve(self.data, path.split("."))
-        if value is _MISSING:
-            value = None
-        self._cache[path] = value
+        node: Any = self.data
+        parts = _split(path)
+        for part in parts:
+            if type(node) is dict and part in node:
+                node = node[part]
+            else:  # a key with dots in it (anywhere on the path), or absent
+                node = _resolve(self.data, list(parts))
+                break
+        value = None if node is _MISSING else node
+        self.resolved[path] = value
         return value
+
+
+_SPLITS: dict[str, tuple[str, ...]] = {}
+
+
+def _split(path: str) -> tuple[str, ...]:
+    """Paths come from a fixed rule set, so their split form is kept (bounded, in case they don't)."""
+    parts = _SPLITS.get(path)
+    if parts is None:
+        parts = tuple(path.split("."))
+        if len(_SPLITS) < 100_000:
+            _SPLITS[path] = parts
+    return parts
 
 
 def _resolve(node: Any, parts: list[str]) -> Any:

@@ -50,6 +50,7 @@ class Rule:
     same_fields: tuple[str, ...] = ()
     if_matched_sid: int | None = None
     if_matched_group: str | None = None
+    _template: tuple[tuple[str, str], ...] | None = None
 
     @property
     def is_correlation(self) -> bool:
@@ -57,8 +58,10 @@ class Rule:
 
     def matches(self, fields: Fields) -> bool:
         """Every condition holds (exceptions are checked separately so hits can be counted)."""
+        resolved = fields.resolved
         for cond in self.conditions:
-            if not cond.test(fields.get(cond.path)):
+            path = cond.path
+            if not cond.test(resolved[path] if path in resolved else fields.get(path)):
                 return False
         return self.raw is None or self.raw.test(fields.raw)
 
@@ -70,21 +73,32 @@ class Rule:
 
     def render_description(self, fields: Fields) -> str:
         """Fill `$(field.path)` placeholders; an absent field renders empty."""
-        text = self.description
-        if "$(" not in text:
-            return text
+        template = self._template
+        if template is None:
+            template = self._template = _parse_template(self.description)
+        if len(template) == 1:
+            return template[0][0]
         out: list[str] = []
-        rest = text
-        while True:
-            start = rest.find("$(")
-            end = rest.find(")", start + 2) if start >= 0 else -1
-            if start < 0 or end < 0:
-                out.append(rest)
-                return "".join(out)
-            out.append(rest[:start])
-            value: Any = fields.get(rest[start + 2 : end])
-            if isinstance(value, list):
-                out.append(", ".join(as_text(v) for v in value))
-            elif value is not None:
-                out.append(as_text(value))
-            rest = rest[end + 1 :]
+        for literal, path in template:
+            out.append(literal)
+            if path:
+                value: Any = fields.get(path)
+                if isinstance(value, list):
+                    out.append(", ".join(as_text(v) for v in value))
+                elif value is not None:
+                    out.append(value if type(value) is str else as_text(value))
+        return "".join(out)
+
+
+def _parse_template(text: str) -> tuple[tuple[str, str], ...]:
+    """`a $(x) b` -> (("a ", "x"), (" b", "")): literal text, then the field that follows it."""
+    parts: list[tuple[str, str]] = []
+    rest = text
+    while True:
+        start = rest.find("$(")
+        end = rest.find(")", start + 2) if start >= 0 else -1
+        if start < 0 or end < 0:
+            parts.append((rest, ""))
+            return tuple(parts)
+        parts.append((rest[:start], rest[start + 2 : end]))
+        rest = rest[end + 1 :]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import re2
 
@@ -16,10 +16,52 @@ from vigil.manager.analysis.rules import Rule
 
 @dataclass
 class _RegexIndex:
-    """All the key regexes sibling rules put on one field, tried at once with an RE2 Set."""
+    """All the key regexes sibling rules put on one field, tried at once with an RE2 Set.
+
+    When every one of them is anchored on a literal prefix (`^exec_start: `), a value that starts
+    with none of those prefixes cannot match, and str.startswith settles it without RE2.
+    """
 
     matcher: Any
     rules: list[Rule]
+    prefixes: tuple[str, ...] | None = None
+
+
+_REGEX_META = frozenset("\\.^$|?*+()[]{}")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal text an anchored regex must start with (`^exec_start: (a|b)` -> `exec_start: `)."""
+    if not pattern.startswith("^") or _has_top_level_alternation(pattern):
+        return ""
+    end = 1
+    while end < len(pattern) and pattern[end] not in _REGEX_META:
+        end += 1
+    if end < len(pattern) and pattern[end] in "?*{":
+        end -= 1  # the last literal is optional or repeated
+    return pattern[1:end]
+
+
+def _has_top_level_alternation(pattern: str) -> bool:
+    """`^a|b` is `(^a)|(b)`: no prefix can be promised then."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        i += 1
+    return False
 
 
 @dataclass
@@ -32,6 +74,10 @@ class CandidateIndex:
 
     by_value: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
     by_regex: dict[str, _RegexIndex] = field(default_factory=dict)
+    # Grouped by top-level key, so that all the fields under an absent object (`container.*` on an
+    # event without inspect data) cost one dict lookup together.
+    value_keys: list[tuple[str, list[tuple[str, dict[str, list[Rule]]]]]] = field(default_factory=list)
+    regex_keys: list[tuple[str, list[tuple[str, _RegexIndex]]]] = field(default_factory=list)
     always: list[Rule] = field(default_factory=list)
     size: int = 0
 
@@ -62,33 +108,67 @@ class CandidateIndex:
             index.always.append(rule)
         for path, members in regex_members.items():
             matcher = re2.Set.SearchSet(re2_options())
+            prefixes: list[str] = []
             for rule in members:
                 source = next(c.regex_source for c in rule.conditions if c.path == path and c.regex is not None)
+                assert source is not None
                 matcher.Add(source)
+                prefixes.append(literal_prefix(source))
             matcher.Compile()
-            index.by_regex[path] = _RegexIndex(matcher, members)
+            usable = all(prefixes)
+            index.by_regex[path] = _RegexIndex(matcher, members, tuple(prefixes) if usable else None)
+        index.value_keys = _by_top(index.by_value)
+        index.regex_keys = _by_top(index.by_regex)
         return index
 
     def candidates(self, fields: Fields) -> list[Rule]:
         found: list[Rule] = list(self.always)
-        for path, bucket in self.by_value.items():
-            value = fields.get(path)
-            if value is None:
+        get = fields.get
+        data = fields.data
+        resolved = fields.resolved
+        for top, entries in self.value_keys:
+            if top not in data and fields.lacks_top(top):
                 continue
-            for item in value if isinstance(value, list) else (value,):
-                hit = bucket.get(as_text(item))
-                if hit:
-                    found.extend(hit)
-        for path, rindex in self.by_regex.items():
-            value = fields.get(path)
-            if value is None:
+            for path, bucket in entries:
+                value = resolved[path] if path in resolved else get(path)
+                if value is None:
+                    continue
+                if type(value) is str:
+                    hit = bucket.get(value)
+                    if hit:
+                        found.extend(hit)
+                    continue
+                for item in value if isinstance(value, list) else (value,):
+                    hit = bucket.get(as_text(item))
+                    if hit:
+                        found.extend(hit)
+        for top, regex_entries in self.regex_keys:
+            if top not in data and fields.lacks_top(top):
                 continue
-            for item in value if isinstance(value, list) else (value,):
-                for i in rindex.matcher.Match(as_text(item)) or ():
-                    found.append(rindex.rules[i])
+            for path, rindex in regex_entries:
+                value = resolved[path] if path in resolved else get(path)
+                if value is None:
+                    continue
+                prefixes = rindex.prefixes
+                for item in value if isinstance(value, list) else (value,):
+                    text = item if type(item) is str else as_text(item)
+                    if prefixes is not None and not text.startswith(prefixes):
+                        continue
+                    for i in rindex.matcher.Match(text) or ():
+                        found.append(rindex.rules[i])
         if len(found) > 1:
             found = sorted(set(found), key=_order)
         return found
+
+
+_T = TypeVar("_T")
+
+
+def _by_top(by_path: dict[str, _T]) -> list[tuple[str, list[tuple[str, _T]]]]:
+    groups: dict[str, list[tuple[str, _T]]] = {}
+    for path, item in by_path.items():
+        groups.setdefault(path.split(".", 1)[0], []).append((path, item))
+    return list(groups.items())
 
 
 def _order(rule: Rule) -> int:
@@ -116,7 +196,9 @@ class RuleSet:
                 for parent_rule in by_group[rule.if_group]:
                     if parent_rule.id != rule.id:
                         children[parent_rule.id].append(rule)
-        self._roots = {name: CandidateIndex.build(rs) for name, rs in roots.items()}
+        # Each decoder's roots include the decoder-independent ones, so one lookup serves an event.
+        self._roots = {name: CandidateIndex.build(rs + roots.get(None, [])) for name, rs in roots.items()}
+        self._any_decoder = self._roots.get(None) or CandidateIndex()
         self._children = {rid: CandidateIndex.build(rs) for rid, rs in children.items()}
         self.matched_correlations: dict[int, list[Rule]] = defaultdict(list)
         self.group_correlations: dict[str, list[Rule]] = defaultdict(list)
@@ -125,14 +207,21 @@ class RuleSet:
                 self.matched_correlations[rule.if_matched_sid].append(rule)
             if rule.if_matched_group is not None:
                 self.group_correlations[rule.if_matched_group].append(rule)
+        # The correlation rules that watch each rule, by id or by one of its groups, computed once.
+        self.watchers: dict[int, tuple[Rule, ...]] = {}
+        for rule in rules.values():
+            watching = list(self.matched_correlations.get(rule.id, ()))
+            for group in rule.groups:
+                watching.extend(self.group_correlations.get(group, ()))
+            if watching:
+                self.watchers[rule.id] = tuple(watching)
 
     def roots(self, decoder: str, fields: Fields) -> list[Rule]:
-        found: list[Rule] = []
-        for name in (decoder, None):
-            index = self._roots.get(name)
-            if index is not None:
-                found.extend(index.candidates(fields))
-        return found
+        return self._roots.get(decoder, self._any_decoder).candidates(fields)
+
+    @property
+    def child_indexes(self) -> dict[int, CandidateIndex]:
+        return self._children
 
     def children(self, rule: Rule, fields: Fields) -> list[Rule]:
         index = self._children.get(rule.id)
