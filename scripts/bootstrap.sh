@@ -55,20 +55,30 @@ apt_install() {
 
 # --- 1. virtual environment --------------------------------------------------------------
 VENV="$ROOT/.venv"
+# The interpreter: $VIGIL_PYTHON, else the distribution's own python3 when it is 3.11 or newer
+# (Debian builds it with PGO and LTO: about twice as fast as a plain source build such as pyenv's),
+# else whatever python3 is first on PATH.
+PY="${VIGIL_PYTHON:-}"
+if [ -z "$PY" ]; then
+  PY=python3
+  if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY=/usr/bin/python3
+  fi
+fi
 if [ ! -x "$VENV/bin/python" ]; then
-  if ! python3 -m venv "$VENV" >"$WORK/out" 2>&1; then
+  if ! "$PY" -m venv "$VENV" >"$WORK/out" 2>&1; then
     # Debian's own python3 needs python3-venv for ensurepip.
     if is_root && command -v apt-get >/dev/null; then
       rm -rf "$VENV"
       apt_install python3-venv
-      quiet python3 -m venv "$VENV"
+      quiet "$PY" -m venv "$VENV"
     else
       cat "$WORK/out" >&2
-      say "FAILED: python3 -m venv .venv (on Debian: apt-get install python3-venv)" >&2
+      say "FAILED: $PY -m venv .venv (on Debian: apt-get install python3-venv)" >&2
       exit 1
     fi
   fi
-  say "created .venv ($("$VENV/bin/python" --version 2>&1))"
+  say "created .venv with $PY ($("$VENV/bin/python" --version 2>&1))"
 else
   say ".venv present ($("$VENV/bin/python" --version 2>&1))"
 fi

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -28,18 +27,17 @@ class AgentRef:
     id: str = "000"
     name: str = "vigil"
     ip: str | None = None
+    _as_dict: dict[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        out = {"id": self.id, "name": self.name}
+        if self.ip:
+            out["ip"] = self.ip
+        object.__setattr__(self, "_as_dict", out)
 
     def to_dict(self) -> dict[str, str]:
         """The alert's `agent` object; shared between alerts of one agent, so never mutate it."""
-        return _agent_dict(self)
-
-
-@functools.lru_cache(maxsize=4096)
-def _agent_dict(agent: AgentRef) -> dict[str, str]:
-    out = {"id": agent.id, "name": agent.name}
-    if agent.ip:
-        out["ip"] = agent.ip
-    return out
+        return self._as_dict
 
 
 @dataclass(slots=True)

@@ -689,6 +689,7 @@ def test_malformed_docker_input_becomes_an_alert() -> None:
 VIGIL_EVENTS = [
     ({"module": "docker", "kind": "reconnected", "target": "unix:///d.sock", "outage_seconds": 3.5}, 200002),
     ({"module": "docker", "kind": "events_dropped", "count": 12, "error": "queue full"}, 200003),
+    ({"module": "docker", "kind": "analysis_error", "error": "KeyError: 'x'", "event_id": "e1"}, 200004),
     ({"module": "docker", "kind": "started"}, 200000),
 ]
 

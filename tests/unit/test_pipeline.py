@@ -237,3 +237,26 @@ def test_timestamp_round_trip() -> None:
     text = wazuh_timestamp(1599186260.2654226)
     assert text == "2020-09-04T02:24:20.265+0000"
     assert abs(parse_wazuh_timestamp(text) - 1599186260.265) < 1e-6
+
+
+def test_a_fault_in_analysis_becomes_an_alert_and_the_stream_goes_on() -> None:
+    real = analyzer()
+
+    class Exploding(type(real)):  # type: ignore[misc]
+        """A fake analyzer that fails on one module's events, as a bug in a rule or decoder would."""
+
+        def analyse(self, event: Event, trace: Any = None) -> Any:
+            if event.module == "boom":
+                raise KeyError("x")
+            return super().analyse(event, trace)
+
+    broken = Exploding(real.engine, real.mitre, "test", 3)
+    pipe = Pipeline(broken, Folder(0, DEFAULT_FOLD_IGNORE), store=None, alerts_file=None, clock=Clock())
+    bad = Event(module="boom", location="docker", timestamp=1.0, decoder="json", data={"integration": "docker"})
+    out = pipe.process(bad)
+    assert [(a["rule"]["id"], a["rule"]["level"]) for a in out] == [("200004", 7)]
+    assert out[0]["data"]["vigil"]["error"] == "KeyError: 'x'"
+    assert out[0]["data"]["vigil"]["event_id"] == bad.id
+    assert pipe.stats.analysis_errors == 1
+    follow = pipe.process(exec_event("cat /etc/passwd"))
+    assert ids(follow) == ["87907"]

@@ -45,6 +45,7 @@ class Stats:
     folded: int = 0
     below_threshold: int = 0
     decode_errors: int = 0
+    analysis_errors: int = 0
     by_module: Counter[str] = field(default_factory=Counter)
     by_level: Counter[int] = field(default_factory=Counter)
 
@@ -72,6 +73,16 @@ class Analyzer:
                 decoder_parent=decoded.parent, mitre=self.mitre,
             )
         return Analysed(decoded.name, decoded.fields.data, match, alert, trace)
+
+
+def _analysis_failure(event: Event, exc: Exception) -> Event:
+    """An internal event standing for one that analysis could not handle, so it is seen, not lost."""
+    return Event(
+        module="vigil", location=event.location, timestamp=event.timestamp, decoder="vigil", agent=event.agent,
+        data={"vigil": {"module": event.module, "kind": "analysis_error", "error": f"{type(exc).__name__}: {exc}",
+                        "event_id": event.id}},
+        raw=str(event.data)[:512] if event.raw is None else event.raw[:512],
+    )
 
 
 class Pipeline:
@@ -104,6 +115,10 @@ class Pipeline:
                 self.stats.decode_errors += 1
                 log.warning("event from %s could not be decoded: %s", event.location, exc)
                 analysed = None
+            except Exception as exc:  # a fault in analysis must not block the stream behind this event
+                self.stats.analysis_errors += 1
+                log.exception("analysis failed for an event from %s", event.location)
+                analysed = self.analyzer.analyse(_analysis_failure(event, exc))
             out: list[dict[str, Any]] = []
             now = self.clock()
             closed: list[Any] = []

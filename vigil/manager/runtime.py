@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -60,6 +61,9 @@ class AllInOne:
         self._ticker = threading.Thread(target=self._tick, name="fold-ticker", daemon=True)
 
     def start(self) -> None:
+        # Rules, indexes and caches live as long as the process: keep them out of the collector's
+        # scans, which otherwise revisit them on every full collection.
+        gc.freeze()
         self.supervisor.start()
         self._ticker.start()
 
@@ -92,6 +96,7 @@ class AllInOne:
             "alerts_folded": stats.folded,
             "matched_below_alert_level": stats.below_threshold,
             "decode_errors": stats.decode_errors,
+            "analysis_errors": stats.analysis_errors,
             "suppressed": {f"{rid}:{name}": n for (rid, name), n in engine.suppressed.items()},
             "modules": self.supervisor.status(),
         }

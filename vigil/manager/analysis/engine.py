@@ -59,7 +59,7 @@ class Engine:
         if rule.id in tried:
             return
         tried.add(rule.id)
-        if not rule.matches(fields):
+        if not (rule.key_only or rule.matches(fields)):
             if trace is not None:
                 trace.append(Step(rule.id, depth, "no match"))
             return

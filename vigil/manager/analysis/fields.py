@@ -33,12 +33,11 @@ class Fields:
 
     def get(self, path: str) -> Any:
         """The value at `path`, or None when absent."""
-        try:
-            return self.resolved[path]
-        except KeyError:
-            pass
+        value = self.resolved.get(path, _MISSING)
+        if value is not _MISSING:
+            return value
         node: Any = self.data
-        parts = _split(path)
+        parts = _SPLITS.get(path) or _split(path)
         for part in parts:
             if type(node) is dict and part in node:
                 node = node[part]

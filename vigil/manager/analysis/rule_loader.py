@@ -159,7 +159,7 @@ def _build_rule(path: Path, spec: Any, lists: dict[str, frozenset[str]], problem
         _fill_optional(rule, spec, lists)
     except (ValueError, ConditionError) as exc:
         bad(getattr(exc, "key", None), f"rule {rule_id}: {exc}", getattr(exc, "line", None))
-    return rule if len(problems) == start else None
+    return rule.seal() if len(problems) == start else None
 
 
 class _KeyedError(ValueError):

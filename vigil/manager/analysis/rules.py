@@ -51,6 +51,14 @@ class Rule:
     if_matched_sid: int | None = None
     if_matched_group: str | None = None
     _template: tuple[tuple[str, str], ...] | None = None
+    # True when the rule's one condition is the index key that selected it, so being a candidate
+    # already means it matched (set by seal()).
+    key_only: bool = False
+
+    def seal(self) -> Rule:
+        only = self.conditions[0] if len(self.conditions) == 1 else None
+        self.key_only = only is not None and only.fast != "" and not only.negate and self.raw is None
+        return self
 
     @property
     def is_correlation(self) -> bool:

@@ -29,6 +29,12 @@ class Checkpoint:
         elif time_nano == self.time_nano:
             self.seen.add(digest)
 
+    def advanced(self, time_nano: int, digest: str) -> Checkpoint:
+        """A copy moved past one event, to be stored with its alerts before this one moves."""
+        moved = Checkpoint(self.time_nano, set(self.seen))
+        moved.advance(time_nano, digest)
+        return moved
+
     def since(self) -> str | None:
         """The `since` argument for the engine: seconds with nanoseconds, or None to start live."""
         if self.time_nano <= 0:

@@ -138,11 +138,12 @@ class DockerModule:
             return time_nano
         enrichment = self.enricher.enrich(client, obj) if self._needs_client(obj) else {}
         event = normalize.build_event(obj, self.agent, enrichment)
-        self.checkpoint.advance(time_nano, digest)
-        state: dict[str, Any] = {CHECKPOINT_KEY: self.checkpoint.to_state()}
+        moved = self.checkpoint.advanced(time_nano, digest)
+        state: dict[str, Any] = {CHECKPOINT_KEY: moved.to_state()}
         if "image" in enrichment:
             state[IMAGES_KEY] = self.enricher.images
-        self.sink(event, state)
+        self.sink(event, state)  # raises if it could not be stored: then the checkpoint stays put
+        self.checkpoint = moved
         self.counters["events"] += 1
         return time_nano
 
