@@ -117,6 +117,15 @@ def is_static_elf(path: Path) -> bool:
     return all(struct.unpack_from(endian + "I", table, i * phentsize)[0] != pt_interp for i in range(phnum))
 
 
+def process_alive(pid: int) -> bool:
+    """Running (a zombie has exited and holds nothing but its process-table entry)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _wait_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL. Safe if it already exited."""
     if proc.poll() is not None:
@@ -300,10 +309,15 @@ class Dockerd:
         containers_dir = self.dir / "data" / "containers"
         ids = [p.name for p in containers_dir.iterdir()] if containers_dir.is_dir() else []
         # Container processes first (found by their cgroup), then shims/containerd (by our dir).
+        killed: list[int] = []
         for pids in (_pids_matching(None, ids), _pids_matching(f"{self.dir}/", ())):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(process_alive(pid) for pid in killed):
+            time.sleep(0.05)
 
     def kill_all_containers(self) -> None:
         """SIGKILL every running container (a fast teardown: dockerd's graceful stop waits 10 s

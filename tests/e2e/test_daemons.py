@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import DockerCLIError, Dockerd, Registry, build_busybox_image, dockerd_path
+from .daemons import DockerCLIError, Dockerd, Registry, build_busybox_image, dockerd_path, process_alive
 
 
 def test_dockerd_answers_ping_and_reports_vfs(dockerd: Dockerd) -> None:
@@ -145,7 +145,8 @@ def test_remove_cleans_up_after_a_killed_dockerd() -> None:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if container_id in (entry / "cgroup").read_text() or str(d.dir) in (entry / "cmdline").read_text():
+                ours = container_id in (entry / "cgroup").read_text() or str(d.dir) in (entry / "cmdline").read_text()
+                if ours and process_alive(int(entry.name)):
                     leftovers.append(entry.name)
             except OSError:
                 continue

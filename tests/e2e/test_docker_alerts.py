@@ -6,12 +6,14 @@ as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-import select
+import queue
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -371,12 +373,14 @@ def test_cli_alerts_status_and_follow(expect: Expect, vigil: VigilProcess, busyb
         since = expect.mark()
         expect.docker("create", "--network", "none", "--name", name, busybox_image)
         expect.alert(since, 87901, 3, f"Docker: Container {name} created")
+        # A thread reads the follower's lines (select() on a buffered pipe can miss buffered lines).
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()  # type: ignore[union-attr]
         descriptions = []
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and f"Docker: Container {name} created" not in descriptions:
-            ready, _, _ = select.select([follower.stdout], [], [], 0.2)
-            if ready:
-                descriptions.append(json.loads(follower.stdout.readline())["rule"]["description"])
+            with contextlib.suppress(queue.Empty):
+                descriptions.append(json.loads(lines.get(timeout=0.2))["rule"]["description"])
         assert f"Docker: Container {name} created" in descriptions
     finally:
         follower.terminate()
