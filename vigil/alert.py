@@ -88,20 +88,16 @@ class MitreCatalog:
         return {"id": list(ids), "tactic": tactics, "technique": techniques}
 
 
-def rule_block(rule: Rule, description: str, firedtimes: int, mitre: MitreCatalog) -> dict[str, Any]:
-    return {
-        "level": rule.level, "description": description, "id": str(rule.id), "firedtimes": firedtimes,
-        "mail": False, **mitre.static_block(rule),
-    }
-
-
 def build_alert(
     *, event: Event, rule: Rule, description: str, firedtimes: int, alert_id: str, manager_name: str,
     decoder: str, decoder_parent: str | None, mitre: MitreCatalog,
 ) -> dict[str, Any]:
     alert: dict[str, Any] = {
         "timestamp": wazuh_timestamp(event.timestamp),
-        "rule": rule_block(rule, description, firedtimes, mitre),
+        "rule": {
+            "level": rule.level, "description": description, "id": str(rule.id), "firedtimes": firedtimes,
+            "mail": False, **mitre.static_block(rule),
+        },
         "agent": event.agent.to_dict(),
         "manager": {"name": manager_name},
         "id": alert_id,

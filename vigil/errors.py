@@ -40,7 +40,3 @@ class RuleLoadError(LoadError):
 
 class EventError(VigilError):
     """An event from outside could not be understood (malformed, truncated, too large)."""
-
-
-class ModuleError(VigilError):
-    """A collection module failed; the supervisor restarts it with backoff."""

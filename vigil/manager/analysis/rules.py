@@ -60,10 +60,6 @@ class Rule:
         self.key_only = only is not None and only.fast != "" and not only.negate and self.raw is None
         return self
 
-    @property
-    def is_correlation(self) -> bool:
-        return self.frequency is not None
-
     def matches(self, fields: Fields) -> bool:
         """Every condition holds (exceptions are checked separately so hits can be counted)."""
         resolved = fields.resolved

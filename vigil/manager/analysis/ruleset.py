@@ -222,11 +222,3 @@ class RuleSet:
     @property
     def child_indexes(self) -> dict[int, CandidateIndex]:
         return self._children
-
-    def children(self, rule: Rule, fields: Fields) -> list[Rule]:
-        index = self._children.get(rule.id)
-        return index.candidates(fields) if index is not None else []
-
-    def child_count(self, rule_id: int) -> int:
-        index = self._children.get(rule_id)
-        return index.size if index is not None else 0
