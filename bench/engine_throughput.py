@@ -46,6 +46,7 @@ from rich.table import Table
 from vigil.agent.modules.docker import normalize
 from vigil.alert import AlertIds, MitreCatalog, build_alert
 from vigil.event import AgentRef, Event
+from vigil.manager.analysis.conditions import compare_number, in_networks
 from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.fields import Fields, as_text
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
@@ -169,27 +170,9 @@ class NaiveCondition:
         if self.regex is not None and not any(self.regex.search(t) for t in texts):
             return False
         for op, bound in self.numeric:
-            if not any(_compare(v, op, bound) for v in items):
+            if not any(compare_number(v, op, bound) for v in items):
                 return False
-        return not self.networks or any(_in_networks(t, self.networks) for t in texts)
-
-
-def _compare(value: Any, op: str, bound: float) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return False
-    return {"gt": number > bound, "ge": number >= bound, "lt": number < bound, "le": number <= bound}[op]
-
-
-def _in_networks(text: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return any(address in net for net in networks)
+        return not self.networks or any(in_networks(t, self.networks) for t in texts)
 
 
 @dataclass(slots=True)

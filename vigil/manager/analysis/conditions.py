@@ -69,9 +69,9 @@ class Condition:
         if self.regex is not None and not any(self.regex.search(as_text(v)) for v in items):
             return False
         for op, bound in self.numeric:
-            if not any(_compare(v, op, bound) for v in items):
+            if not any(compare_number(v, op, bound) for v in items):
                 return False
-        return not self.networks or any(_in_networks(v, self.networks) for v in items)
+        return not self.networks or any(in_networks(v, self.networks) for v in items)
 
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -82,7 +82,8 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def _compare(value: Any, op: str, bound: float) -> bool:
+def compare_number(value: Any, op: str, bound: float) -> bool:
+    """`value op bound` for gt/ge/lt/le; non-numbers (and booleans) never compare."""
     if isinstance(value, bool):
         return False
     try:
@@ -92,7 +93,7 @@ def _compare(value: Any, op: str, bound: float) -> bool:
     return _COMPARE[op](number, bound)
 
 
-def _in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         address = ipaddress.ip_address(str(value))
     except ValueError:
