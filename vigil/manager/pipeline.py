@@ -17,7 +17,7 @@ from vigil.event import Event
 from vigil.manager.analysis.decoders import decode
 from vigil.manager.analysis.engine import Engine, Match, Step
 from vigil.manager.analysis.folding import Folder
-from vigil.manager.outputs.alerts_file import AlertsFile
+from vigil.manager.outputs.alerts_file import ALERTS_JSON_MARK, AlertsFile
 from vigil.manager.outputs.store import Store
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class Pipeline:
         self.stats = Stats()
         self._lock = threading.Lock()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._json_mark: int | None = None
 
     def on_alert(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(listener)
@@ -168,10 +169,18 @@ class Pipeline:
         return out
 
     def _write(self, alerts: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
+        # The store first (alerts and checkpoint in one transaction), then alerts.json. The commit also
+        # records how far alerts.json had got, so a crash between the two is mended at the next start
+        # (recover_alerts_file) instead of replaying the event and writing its alerts twice.
+        last = None
+        if self.store is not None and (alerts or state):
+            if self.alerts_file is not None and self._json_mark is not None:
+                state = {**(state or {}), ALERTS_JSON_MARK: self._json_mark}
+            last = self.store.commit(alerts, state)
         if self.alerts_file is not None:
             self.alerts_file.write(alerts)
-        if self.store is not None and (alerts or state):
-            self.store.commit(alerts, state)
+            if last is not None:
+                self._json_mark = last
         for alert in alerts:
             self.stats.alerts += 1
             self.stats.by_level[alert["rule"]["level"]] += 1

@@ -20,7 +20,7 @@ from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.folding import Folder
 from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
-from vigil.manager.outputs.alerts_file import AlertsFile
+from vigil.manager.outputs.alerts_file import AlertsFile, recover_alerts_file
 from vigil.manager.outputs.store import Store
 from vigil.manager.pipeline import DEFAULT_FOLD_IGNORE, Analyzer, Pipeline
 
@@ -47,6 +47,8 @@ class AllInOne:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.db_path)
         alerts_file = AlertsFile(config.alerts_json_path) if config.outputs.alerts_json.enabled else None
+        if alerts_file is not None:
+            recover_alerts_file(self.store, alerts_file)
         self.pipeline = Pipeline(
             build_analyzer(config, self.rules),
             Folder(config.analysis.fold_window_seconds, DEFAULT_FOLD_IGNORE),

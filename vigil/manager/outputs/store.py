@@ -67,21 +67,38 @@ class Store:
         with self._lock:
             self._conn.close()
 
-    def commit(self, alerts: Iterable[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
-        """Store alerts and state updates atomically: a checkpoint never runs ahead of its alerts."""
+    def commit(self, alerts: Iterable[dict[str, Any]], state: dict[str, Any] | None = None) -> int | None:
+        """Store alerts and state updates atomically: a checkpoint never runs ahead of its alerts.
+
+        Returns the sequence number (rowid) of the last alert stored, or None when there was none.
+        """
         rows = [
             (a["id"], _epoch(a), a["rule"]["level"], int(a["rule"]["id"]), a["agent"]["id"],
              a["rule"]["description"], orjson.dumps(a))
             for a in alerts
         ]
+        last: int | None = None
         with self._lock, self._conn:
             if rows:
                 self._conn.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?)", rows)
+                last = self._conn.execute("SELECT max(rowid) FROM alerts").fetchone()[0]
             for key, value in (state or {}).items():
                 self._conn.execute(
                     "INSERT INTO state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key, orjson.dumps(value)),
                 )
+        return last
+
+    def alerts_after(self, seq: int) -> list[tuple[int, dict[str, Any]]]:
+        """Alerts stored after sequence number `seq`, oldest first."""
+        with self._lock:
+            query = "SELECT rowid, body FROM alerts WHERE rowid > ? ORDER BY rowid"
+            rows = self._conn.execute(query, (seq,)).fetchall()
+        return [(rowid, orjson.loads(body)) for rowid, body in rows]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT coalesce(max(rowid), 0) FROM alerts").fetchone()[0])
 
     def get_state(self, key: str) -> Any:
         with self._lock:

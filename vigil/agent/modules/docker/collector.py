@@ -83,7 +83,6 @@ class DockerModule:
             except _CONNECTION_ERRORS as exc:
                 if stop.is_set():
                     break
-                self.connected = False
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning("Docker engine not reachable at %s (%s); Vigil keeps running and "
@@ -91,7 +90,7 @@ class DockerModule:
                 stop.wait(delay)
                 delay = min(delay * 2, self.config.reconnect_max_seconds)
             finally:
-                self.connected = False if stop.is_set() else self.connected
+                self.connected = False  # set again by _follow once a new subscription is answered
                 if client is not None:
                     client.close()
 
