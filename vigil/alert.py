@@ -21,11 +21,14 @@ def _second_prefix(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
+# "000+0000" ... "999+0000": the end of a timestamp, by millisecond, without formatting per alert.
+_MILLIS_SUFFIX = tuple(f"{milli:03d}+0000" for milli in range(1000))
+
+
 def wazuh_timestamp(epoch: float) -> str:
     """`2020-09-04T02:24:20.266+0000`: milliseconds, numeric UTC offset, as Wazuh writes it."""
     millis = int(epoch * 1000)
-    second, milli = divmod(millis, 1000)
-    return f"{_second_prefix(second)}{milli:03d}+0000"
+    return _second_prefix(millis // 1000) + _MILLIS_SUFFIX[millis % 1000]
 
 
 def parse_wazuh_timestamp(text: str) -> float:
@@ -46,8 +49,8 @@ class AlertIds:
         if now <= self._last:
             now = self._last + 1
         self._last = now
-        seconds, nanos = divmod(now, 1_000_000_000)
-        return f"{seconds}.{nanos:09d}"
+        digits = str(now)  # 19 digits until the year 2286
+        return digits[:-9] + "." + digits[-9:]
 
 
 class MitreCatalog:
@@ -62,12 +65,18 @@ class MitreCatalog:
         path = Path(__file__).resolve().parent / "content" / "mitre.yml"
         return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
-    def static_block(self, rule: Rule) -> dict[str, Any]:
-        """The parts of `alert.rule` that depend on the rule alone, computed once per rule."""
+    def rule_block(self, rule: Rule) -> dict[str, Any]:
+        """`alert.rule` with what depends on the rule alone filled in, computed once per rule.
+
+        Copied for each alert, which then sets description and firedtimes in their places.
+        """
         cached = self._static.get(rule.id)
         if cached is not None and cached[0] is rule:
             return cached[1]
-        block: dict[str, Any] = {"groups": list(rule.groups)}
+        block: dict[str, Any] = {
+            "level": rule.level, "description": "", "id": str(rule.id), "firedtimes": 0, "mail": False,
+            "groups": list(rule.groups),
+        }
         if rule.mitre:
             block["mitre"] = self.block(rule.mitre)
         for key in COMPLIANCE_KEYS:
@@ -92,12 +101,12 @@ def build_alert(
     *, event: Event, rule: Rule, description: str, firedtimes: int, alert_id: str, manager_name: str,
     decoder: str, decoder_parent: str | None, mitre: MitreCatalog,
 ) -> dict[str, Any]:
+    rule_block = mitre.rule_block(rule).copy()
+    rule_block["description"] = description
+    rule_block["firedtimes"] = firedtimes
     alert: dict[str, Any] = {
         "timestamp": wazuh_timestamp(event.timestamp),
-        "rule": {
-            "level": rule.level, "description": description, "id": str(rule.id), "firedtimes": firedtimes,
-            "mail": False, **mitre.static_block(rule),
-        },
+        "rule": rule_block,
         "agent": event.agent.to_dict(),
         "manager": {"name": manager_name},
         "id": alert_id,

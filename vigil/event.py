@@ -11,9 +11,9 @@ from vigil.errors import EventError
 
 ENVELOPE_VERSION = 1
 
-# Event ids: a random prefix per process and a counter, unique without a syscall per event; built
-# from C-level iterators so that making one costs no Python call.
-_NEW_EVENT_IDS = map(f"{os.urandom(8).hex()}{{:016x}}".format, itertools.count())
+# Event ids: a random prefix per process and a counter (`5f0c9a27e1b3d4a6-42`), unique without a
+# syscall per event; built from C-level iterators so that making one costs no Python call.
+_NEW_EVENT_IDS = map(f"{os.urandom(8).hex()}-".__add__, map(str, itertools.count()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,15 +58,16 @@ class Analyzer:
         self.mitre = mitre
         self.manager_name = manager_name
         self.min_level = min_level
+        # Level 0 never alerts (as in Wazuh): a level-0 child rule is how a match is silenced.
+        self._alert_level = max(1, min_level)
         self.ids = AlertIds()
 
     def analyse(self, event: Event, trace: list[Step] | None = None) -> Analysed:
         decoded = decode(event)
         match = self.engine.match(decoded.name, decoded.fields, event.timestamp, trace)
         alert = None
-        # Level 0 never alerts (as in Wazuh): a level-0 child rule is how a match is silenced.
-        if match.rule is not None and match.rule.level >= max(1, self.min_level):
-            rule = match.rule
+        rule = match.rule
+        if rule is not None and rule.level >= self._alert_level:
             alert = build_alert(
                 event=event, rule=rule, description=rule.render_description(decoded.fields), firedtimes=1,
                 alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,

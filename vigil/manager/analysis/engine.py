@@ -34,58 +34,77 @@ class Engine:
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self._children = ruleset.child_indexes
+        self._shared = ruleset.shared
         self.correlator = Correlator()
         self.suppressed: Counter[tuple[int, str]] = Counter()
         self.matched_by_rule: Counter[int] = Counter()
 
     def match(self, decoder: str, fields: Fields, timestamp: float, trace: list[Step] | None = None) -> Match:
-        best = Match(rule=None)
-        path: list[int] = []
-        tried: set[int] = set()
-        for root in self.ruleset.roots(decoder, fields):
-            self._visit(root, fields, timestamp, 0, path, tried, best, trace)
-        if best.rule is not None:
-            if best.rule.id in self.ruleset.watchers:
-                self._correlate_matched(best, fields, timestamp, trace)
-            self.matched_by_rule[best.rule.id] += 1
-        return best
+        """Depth-first over the rules that can match, in rule order, as Wazuh walks its tree.
 
-    def _visit(
-        self, rule: Rule, fields: Fields, ts: float, depth: int, path: list[int], tried: set[int], best: Match,
-        trace: list[Step] | None,
-    ) -> None:
+        Each candidate waits on the stack with the chain of matched rules above it, so the winner's
+        chain is at hand without a copy per rule tried.
+        """
+        best: Rule | None = None
+        best_depth = -1
+        best_chain: tuple[int, ...] = ()
+        correlated = 0
+        children = self._children
+        shared = self._shared
         # A rule reachable through several parents (if_group, a list of if_sid) is tried once per
-        # event, so correlation and exception counts see each event once and cycles cannot recurse.
-        if rule.id in tried:
-            return
-        tried.add(rule.id)
-        if not (rule.key_only or rule.matches(fields)):
-            if trace is not None:
-                trace.append(Step(rule.id, depth, "no match"))
-            return
-        exception = rule.exception_hit(fields) if rule.exceptions else None
-        if exception is not None:
-            self.suppressed[(rule.id, exception)] += 1
-            if trace is not None:
-                trace.append(Step(rule.id, depth, f"suppressed by exception {exception!r}"))
-            return
-        count = 0
-        if rule.frequency is not None:
-            fired, count = self.correlator.observe(rule, fields, ts)
-            if not fired:
+        # event, so correlation and exception counts see each event once.
+        tried: set[int] = set()
+        roots = self.ruleset.roots(decoder, fields)
+        # One root is the usual case: no reversed copy then.
+        stack: list[tuple[Rule, int, tuple[int, ...]]] = (
+            [(roots[0], 0, ())] if len(roots) == 1 else [(rule, 0, ()) for rule in reversed(roots)]
+        )
+        while stack:
+            rule, depth, chain = stack.pop()
+            if rule.id in shared:
+                if rule.id in tried:
+                    continue
+                tried.add(rule.id)
+            if not (rule.key_only or rule.matches(fields)):
                 if trace is not None:
-                    trace.append(Step(rule.id, depth, f"counted {count}/{rule.frequency} in {rule.timeframe:g} s"))
-                return
+                    trace.append(Step(rule.id, depth, "no match"))
+                continue
+            if rule.exceptions and self._excepted(rule, fields, depth, trace):
+                continue
+            count = 0
+            if rule.frequency is not None:
+                fired, count = self.correlator.observe(rule, fields, timestamp)
+                if not fired:
+                    if trace is not None:
+                        trace.append(Step(rule.id, depth, f"counted {count}/{rule.frequency} in {rule.timeframe:g} s"))
+                    continue
+            if trace is not None:
+                trace.append(Step(rule.id, depth, "matched"))
+            chain = (*chain, rule.id)
+            if depth > best_depth or (depth == best_depth and best is not None and rule.level > best.level):
+                best, best_depth, best_chain, correlated = rule, depth, chain, count
+            index = children.get(rule.id)
+            if index is not None:
+                kids = index.candidates(fields)
+                if len(kids) == 1:
+                    stack.append((kids[0], depth + 1, chain))
+                elif kids:
+                    stack.extend([(kid, depth + 1, chain) for kid in reversed(kids)])
+        found = Match(best, best_depth, list(best_chain), correlated)
+        if best is not None:
+            if best.id in self.ruleset.watchers:
+                self._correlate_matched(found, fields, timestamp, trace)
+            self.matched_by_rule[(found.rule or best).id] += 1  # a correlation rule may have taken over
+        return found
+
+    def _excepted(self, rule: Rule, fields: Fields, depth: int, trace: list[Step] | None) -> bool:
+        exception = rule.exception_hit(fields)
+        if exception is None:
+            return False
+        self.suppressed[(rule.id, exception)] += 1
         if trace is not None:
-            trace.append(Step(rule.id, depth, "matched"))
-        path.append(rule.id)
-        if best.rule is None or (depth, rule.level) > (best.depth, best.rule.level):
-            best.rule, best.depth, best.chain, best.correlated = rule, depth, list(path), count
-        index = self._children.get(rule.id)
-        if index is not None:
-            for child in index.candidates(fields):
-                self._visit(child, fields, ts, depth + 1, path, tried, best, trace)
-        path.pop()
+            trace.append(Step(rule.id, depth, f"suppressed by exception {exception!r}"))
+        return True
 
     def _correlate_matched(self, best: Match, fields: Fields, ts: float, trace: list[Step] | None) -> None:
         """`if_matched_sid` / `if_matched_group` rules: fire after enough matches of another rule."""

@@ -28,7 +28,10 @@ class Fields:
         if key in self.data:
             return False
         if self._dotted_top is None:
-            self._dotted_top = any("." in k for k in self.data)
+            try:  # one C-level scan instead of a generator over the keys
+                self._dotted_top = "." in "\0".join(self.data)
+            except TypeError:  # a key that is not text cannot hold a dot
+                self._dotted_top = any("." in k for k in self.data if isinstance(k, str))
         return not self._dotted_top
 
     def get(self, path: str) -> Any:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from vigil.manager.analysis.codegen import ConditionsFn, RenderFn, compile_conditions, compile_template
 from vigil.manager.analysis.conditions import Condition
-from vigil.manager.analysis.fields import Fields, as_text
+from vigil.manager.analysis.fields import Fields
 
 COMPLIANCE_KEYS = ("pci_dss", "gdpr", "hipaa", "nist_800_53", "tsc")
+
+
+def conditions_hold(conditions: list[Condition], raw: Condition | None, fields: Fields) -> bool:
+    """The generic check, and the reference that compiled `Rule.matches` is tested against."""
+    return all(c.test(fields.get(c.path)) for c in conditions) and (raw is None or raw.test(fields.raw))
+
+
+def _unsealed(fields: Fields) -> bool:
+    raise RuntimeError("Rule.seal() was not called")
+
+
+def _unsealed_render(fields: Fields) -> str:
+    raise RuntimeError("Rule.seal() was not called")
 
 
 @dataclass(slots=True)
@@ -20,9 +33,7 @@ class Exception_:
     raw: Condition | None = None
 
     def matches(self, fields: Fields) -> bool:
-        return all(c.test(fields.get(c.path)) for c in self.conditions) and (
-            self.raw is None or self.raw.test(fields.raw)
-        )
+        return conditions_hold(self.conditions, self.raw, fields)
 
 
 @dataclass(slots=True, eq=False)
@@ -50,48 +61,29 @@ class Rule:
     same_fields: tuple[str, ...] = ()
     if_matched_sid: int | None = None
     if_matched_group: str | None = None
-    _template: tuple[tuple[str, str], ...] | None = None
     # True when the rule's one condition is the index key that selected it, so being a candidate
     # already means it matched (set by seal()).
     key_only: bool = False
 
+    # Every condition holds (exceptions are checked separately so hits can be counted): generated
+    # by seal(), equal to conditions_hold(rule.conditions, rule.raw, fields).
+    matches: ConditionsFn = field(default=_unsealed, repr=False)
+    # The description with `$(field.path)` placeholders filled (absent fields render empty).
+    render_description: RenderFn = field(default=_unsealed_render, repr=False)
+
     def seal(self) -> Rule:
+        """Called once the rule is complete: precomputes what matching every event needs."""
         only = self.conditions[0] if len(self.conditions) == 1 else None
         self.key_only = only is not None and only.fast != "" and not only.negate and self.raw is None
+        self.matches = compile_conditions(self.conditions, self.raw)
+        self.render_description = compile_template(_parse_template(self.description))
         return self
-
-    def matches(self, fields: Fields) -> bool:
-        """Every condition holds (exceptions are checked separately so hits can be counted)."""
-        resolved = fields.resolved
-        for cond in self.conditions:
-            path = cond.path
-            if not cond.test(resolved[path] if path in resolved else fields.get(path)):
-                return False
-        return self.raw is None or self.raw.test(fields.raw)
 
     def exception_hit(self, fields: Fields) -> str | None:
         for exc in self.exceptions:
             if exc.matches(fields):
                 return exc.name
         return None
-
-    def render_description(self, fields: Fields) -> str:
-        """Fill `$(field.path)` placeholders; an absent field renders empty."""
-        template = self._template
-        if template is None:
-            template = self._template = _parse_template(self.description)
-        if len(template) == 1:
-            return template[0][0]
-        out: list[str] = []
-        for literal, path in template:
-            out.append(literal)
-            if path:
-                value: Any = fields.get(path)
-                if isinstance(value, list):
-                    out.append(", ".join(as_text(v) for v in value))
-                elif value is not None:
-                    out.append(value if type(value) is str else as_text(value))
-        return "".join(out)
 
 
 def _parse_template(text: str) -> tuple[tuple[str, str], ...]:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import re2
 
+from vigil.manager.analysis.codegen import CandidatesFn, compile_candidates, regex_hits, value_hits
 from vigil.manager.analysis.conditions import re2_options
-from vigil.manager.analysis.fields import Fields, as_text
+from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.rules import Rule
 
 
 @dataclass
-class _RegexIndex:
+class RegexIndex:
     """All the key regexes sibling rules put on one field, tried at once with an RE2 Set.
 
     When every one of them is anchored on a literal prefix (`^exec_start: `), a value that starts
@@ -73,13 +74,15 @@ class CandidateIndex:
     """
 
     by_value: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
-    by_regex: dict[str, _RegexIndex] = field(default_factory=dict)
+    by_regex: dict[str, RegexIndex] = field(default_factory=dict)
     # Grouped by top-level key, so that all the fields under an absent object (`container.*` on an
     # event without inspect data) cost one dict lookup together.
     value_keys: list[tuple[str, list[tuple[str, dict[str, list[Rule]]]]]] = field(default_factory=list)
-    regex_keys: list[tuple[str, list[tuple[str, _RegexIndex]]]] = field(default_factory=list)
+    regex_keys: list[tuple[str, list[tuple[str, RegexIndex]]]] = field(default_factory=list)
     always: list[Rule] = field(default_factory=list)
     size: int = 0
+    # The rules whose key holds for an event, in rule order: generated code (index_compiler).
+    candidates: CandidatesFn = field(default=lambda fields: [], repr=False)
 
     @classmethod
     def build(cls, rules: Iterable[Rule]) -> CandidateIndex:
@@ -116,49 +119,30 @@ class CandidateIndex:
                 prefixes.append(literal_prefix(source))
             matcher.Compile()
             usable = all(prefixes)
-            index.by_regex[path] = _RegexIndex(matcher, members, tuple(prefixes) if usable else None)
+            index.by_regex[path] = RegexIndex(matcher, members, tuple(prefixes) if usable else None)
         index.value_keys = _by_top(index.by_value)
         index.regex_keys = _by_top(index.by_regex)
+        index.candidates = compile_candidates(index)
         return index
 
-    def candidates(self, fields: Fields) -> list[Rule]:
-        found: list[Rule] = list(self.always)
-        get = fields.get
-        data = fields.data
-        resolved = fields.resolved
-        for top, entries in self.value_keys:
-            if top not in data and fields.lacks_top(top):
-                continue
+def scan_candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
+    """The generic walk over an index: the reference the compiled `CandidateIndex.candidates` must agree with."""
+    found: list[Rule] = list(index.always)
+    for top, entries in index.value_keys:
+        if top in fields.data or not fields.lacks_top(top):
             for path, bucket in entries:
-                value = resolved[path] if path in resolved else get(path)
-                if value is None:
-                    continue
-                if type(value) is str:
-                    hit = bucket.get(value)
-                    if hit:
-                        found.extend(hit)
-                    continue
-                for item in value if isinstance(value, list) else (value,):
-                    hit = bucket.get(as_text(item))
-                    if hit:
-                        found.extend(hit)
-        for top, regex_entries in self.regex_keys:
-            if top not in data and fields.lacks_top(top):
-                continue
+                value = fields.get(path)
+                if value is not None:
+                    found.extend(value_hits(value, bucket))
+    for top, regex_entries in index.regex_keys:
+        if top in fields.data or not fields.lacks_top(top):
             for path, rindex in regex_entries:
-                value = resolved[path] if path in resolved else get(path)
-                if value is None:
-                    continue
-                prefixes = rindex.prefixes
-                for item in value if isinstance(value, list) else (value,):
-                    text = item if type(item) is str else as_text(item)
-                    if prefixes is not None and not text.startswith(prefixes):
-                        continue
-                    for i in rindex.matcher.Match(text) or ():
-                        found.append(rindex.rules[i])
-        if len(found) > 1:
-            found = sorted(set(found), key=_order)
-        return found
+                value = fields.get(path)
+                if value is not None:
+                    found.extend(regex_hits(value, rindex))
+    if len(found) > 1:
+        found = sorted(set(found), key=_order)
+    return found
 
 
 _T = TypeVar("_T")
@@ -200,6 +184,9 @@ class RuleSet:
         self._roots = {name: CandidateIndex.build(rs + roots.get(None, [])) for name, rs in roots.items()}
         self._any_decoder = self._roots.get(None) or CandidateIndex()
         self._children = {rid: CandidateIndex.build(rs) for rid, rs in children.items()}
+        # Rules under more than one parent: the only ones an event can reach twice.
+        parents: Counter[int] = Counter(rule.id for rs in children.values() for rule in rs)
+        self.shared = frozenset(rid for rid, n in parents.items() if n > 1)
         self.matched_correlations: dict[int, list[Rule]] = defaultdict(list)
         self.group_correlations: dict[str, list[Rule]] = defaultdict(list)
         for rule in rules.values():

@@ -48,6 +48,8 @@ def parse_event(line: bytes, max_bytes: int) -> dict[str, Any]:
 def event_time_nano(obj: dict[str, Any]) -> int:
     """The engine's nanosecond timestamp; older engines send only `time` in seconds."""
     nano = obj.get("timeNano")
+    if type(nano) is int:
+        return nano
     if isinstance(nano, int | float) and not isinstance(nano, bool):
         return int(nano)
     if isinstance(nano, str):
@@ -183,8 +185,7 @@ def image_name(obj: dict[str, Any]) -> str | None:
 
 def build_event(obj: dict[str, Any], agent: AgentRef, enrichment: dict[str, Any]) -> Event:
     """The envelope: `data.docker` is the event exactly as the engine sent it."""
-    data: dict[str, Any] = {"integration": "docker", "docker": obj}
-    data.update(enrichment)
+    data: dict[str, Any] = {"integration": "docker", "docker": obj, **enrichment}
     return Event(
         module="docker", location=LOCATION, timestamp=event_time_nano(obj) / 1e9, data=data,
         decoder="json", agent=agent,
