@@ -36,10 +36,8 @@ class Checkpoint:
         return moved
 
     def since(self) -> str | None:
-        """The `since` argument for the engine: seconds with nanoseconds, or None to start live."""
-        if self.time_nano <= 0:
-            return None
-        return f"{self.time_nano // 1_000_000_000}.{self.time_nano % 1_000_000_000:09d}"
+        """The `since` argument for the engine: seconds with nanoseconds, or None when nothing was handled yet."""
+        return since_text(self.time_nano) if self.time_nano > 0 else None
 
     def to_state(self) -> dict[str, Any]:
         return {"time_nano": self.time_nano, "seen": sorted(self.seen)}
@@ -52,3 +50,8 @@ class Checkpoint:
             return cls(int(state.get("time_nano", 0)), {str(s) for s in state.get("seen", [])})
         except (TypeError, ValueError):
             return cls()
+
+
+def since_text(time_nano: int) -> str:
+    """Nanoseconds since the epoch as the engine's `since` takes them: `1700000000.000000001`."""
+    return f"{time_nano // 1_000_000_000}.{time_nano % 1_000_000_000:09d}"

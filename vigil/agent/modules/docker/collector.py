@@ -13,7 +13,7 @@ import requests
 
 from vigil.agent.modules.base import Sink
 from vigil.agent.modules.docker import normalize
-from vigil.agent.modules.docker.checkpoint import Checkpoint
+from vigil.agent.modules.docker.checkpoint import Checkpoint, since_text
 from vigil.agent.modules.docker.engine_client import engine_url, open_client
 from vigil.agent.modules.docker.enrich import Enricher
 from vigil.agent.modules.docker.framing import frame_lines
@@ -40,6 +40,9 @@ class DockerModule:
         self.sink = sink
         self.url = engine_url(config)
         self.checkpoint = Checkpoint.from_state(saved.get(CHECKPOINT_KEY))
+        # With no checkpoint yet, follow from this moment, not from the first successful connection:
+        # what happens while the engine is still out of reach must not be missed.
+        self.first_since = since_text(time.time_ns())
         self.enricher = Enricher(config.inspect, saved.get(IMAGES_KEY) or {})
         self.connected = False
         self.counters = {"events": 0, "duplicates_skipped": 0, "malformed": 0, "reconnects": 0, "possible_gaps": 0}
@@ -76,7 +79,7 @@ class DockerModule:
                 down_since = None
                 delay = self.config.reconnect_min_seconds
                 log.info("Docker module: following events from %s (resuming at %s)", self.url,
-                         self.checkpoint.since() or "now")
+                         self.checkpoint.since() or f"{self.first_since}, when Vigil started")
                 self._follow(client, stop)
                 if not stop.is_set():
                     raise ConnectionError("the engine closed the event stream")
@@ -99,7 +102,7 @@ class DockerModule:
         connected_at = time.time_ns()
         replayed = 0
         first_replayed: int | None = None
-        stream = client.api.events(since=self.checkpoint.since(), decode=False)
+        stream = client.api.events(since=self.checkpoint.since() or self.first_since, decode=False)
         self.connected = True  # the engine has answered the subscription: events from now on reach us
         with self._lock:
             self._stream = stream
