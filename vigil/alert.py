@@ -50,6 +50,8 @@ class AlertIds:
             now = self._last + 1
         self._last = now
         digits = str(now)  # 19 digits until the year 2286
+        if len(digits) <= 9:  # a clock within a second of the epoch
+            return f"0.{now:09d}"
         return digits[:-9] + "." + digits[-9:]
 
 

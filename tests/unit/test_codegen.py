@@ -157,6 +157,11 @@ def test_description_placeholders_render_every_value_type(value: Any, text: str)
     assert render(Fields({"x.y": value})) == f"[{text}] in {text}"
 
 
+def test_a_description_with_thousands_of_placeholders_renders() -> None:
+    render = compile_template(_parse_template("$(a) " * 5000))
+    assert render(Fields({"a": "x"})) == "x " * 5000
+
+
 def test_description_without_placeholders_and_empty() -> None:
     assert compile_template(_parse_template("plain $( text"))(Fields({})) == "plain $( text"
     assert compile_template(_parse_template(""))(Fields({})) == ""

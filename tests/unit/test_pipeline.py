@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vigil.alert import parse_wazuh_timestamp, wazuh_timestamp
+import pytest
+
+import vigil.alert as alert_module
+from vigil.alert import AlertIds, parse_wazuh_timestamp, wazuh_timestamp
 from vigil.event import AgentRef, Event
 from vigil.manager.analysis.folding import Folder
 from vigil.manager.pipeline import DEFAULT_FOLD_IGNORE, Pipeline
@@ -231,6 +234,20 @@ def test_alert_ids_increase() -> None:
     ]
     assert len(set(alert_ids)) == 50
     assert alert_ids == sorted(alert_ids, key=lambda s: tuple(int(p) for p in s.split(".")))
+
+
+@pytest.mark.parametrize(("clock", "expected"), [
+    ([1_795_702_990_703_956_839, 1_795_702_990_703_956_839], ["1795702990.703956839", "1795702990.703956840"]),
+    ([5, 5], ["0.000000005", "0.000000006"]),
+    ([0, -3], ["0.000000001", "0.000000002"]),
+])
+def test_alert_id_format_seconds_dot_nine_digits(
+    monkeypatch: pytest.MonkeyPatch, clock: list[int], expected: list[str]
+) -> None:
+    ticks = iter(clock)
+    monkeypatch.setattr(alert_module.time, "time_ns", lambda: next(ticks))
+    ids = AlertIds()
+    assert [ids.next(), ids.next()] == expected
 
 
 def test_timestamp_round_trip() -> None:

@@ -158,7 +158,10 @@ def compile_template(parts: tuple[tuple[str, str], ...]) -> RenderFn:
             _emit_fetch(src, path, depth=1)
             src.emit(1, f"{name} = value if type(value) is str else field_text(value)")
             pieces.append(name)
-    src.emit(1, f"return {' + '.join(pieces) or repr('')}")
+    if len(pieces) <= 8:
+        src.emit(1, f"return {' + '.join(pieces) or repr('')}")
+    else:  # a long `+` chain would overflow the compiler's recursion limit
+        src.emit(1, f"return ''.join(({', '.join(pieces)},))")
     compiled: RenderFn = src.build("render", f"description with {len(parts)} parts", field_text=field_text)
     return compiled
 
