@@ -13,6 +13,7 @@ as constants named by position (`P0`, `B0`, ...).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,7 @@ def regex_hits(value: Any, rindex: RegexIndex) -> list[Rule]:
     return found
 
 
-def _order(rule: Rule) -> int:
-    return rule.order
+RULE_ORDER = operator.attrgetter("order")  # sibling rules are tried in file order
 
 
 class _Source:
@@ -105,7 +105,8 @@ def compile_candidates(index: CandidateIndex) -> CandidatesFn:
     src.emit(2, "found = sorted(set(found), key=order)")
     src.emit(1, "return found")
     compiled: CandidatesFn = src.build(
-        "candidates", f"candidates of {index.size} rules", value_hits=value_hits, regex_hits=regex_hits, order=_order,
+        "candidates", f"candidates of {index.size} rules",
+        value_hits=value_hits, regex_hits=regex_hits, order=RULE_ORDER,
     )
     return compiled
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import re2
 
-from vigil.manager.analysis.codegen import CandidatesFn, compile_candidates, regex_hits, value_hits
+from vigil.manager.analysis.codegen import RULE_ORDER, CandidatesFn, compile_candidates, regex_hits, value_hits
 from vigil.manager.analysis.conditions import re2_options
 from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.rules import Rule
@@ -81,7 +81,7 @@ class CandidateIndex:
     regex_keys: list[tuple[str, list[tuple[str, RegexIndex]]]] = field(default_factory=list)
     always: list[Rule] = field(default_factory=list)
     size: int = 0
-    # The rules whose key holds for an event, in rule order: generated code (index_compiler).
+    # The rules whose key holds for an event, in rule order: a generated function (codegen.py).
     candidates: CandidatesFn = field(default=lambda fields: [], repr=False)
 
     @classmethod
@@ -141,7 +141,7 @@ def scan_candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
                 if value is not None:
                     found.extend(regex_hits(value, rindex))
     if len(found) > 1:
-        found = sorted(set(found), key=_order)
+        found = sorted(set(found), key=RULE_ORDER)
     return found
 
 
@@ -153,10 +153,6 @@ def _by_top(by_path: dict[str, _T]) -> list[tuple[str, list[tuple[str, _T]]]]:
     for path, item in by_path.items():
         groups.setdefault(path.split(".", 1)[0], []).append((path, item))
     return list(groups.items())
-
-
-def _order(rule: Rule) -> int:
-    return rule.order
 
 
 class RuleSet:
