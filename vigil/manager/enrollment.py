@@ -121,12 +121,12 @@ class EnrollmentServer:
         if not isinstance(name, str) or not isinstance(csr, str):
             return self._refuse(ip, "enroll needs 'name' and 'csr' strings")
         try:
-            self.pki.sign_agent(csr.encode(), "check")  # the request is sound before a token is spent
+            public_key = self.pki.request_key(csr.encode())  # checked before a token is spent
             self._authenticate(request, name)
             issued: dict[str, bytes] = {}
 
             def issue(agent_id: str) -> str:
-                cert = self.pki.sign_agent(csr.encode(), agent_id)
+                cert = self.pki.sign_agent(public_key, agent_id)
                 issued["pem"] = cert.public_bytes(serialization.Encoding.PEM)
                 return format(cert.serial_number, "x")
 

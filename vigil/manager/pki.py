@@ -97,8 +97,9 @@ class ManagerPKI:
         write_private(key_path, key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
-    def sign_agent(self, csr_pem: bytes, agent_id: str) -> x509.Certificate:
-        """A client certificate for one agent: CN = its id, O = vigil-agent; the CSR's own subject is ignored."""
+    @staticmethod
+    def request_key(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
+        """The key of a sound certificate request (PEM, self-signed, EC P-256), or why it is refused."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError as exc:
@@ -108,6 +109,10 @@ class ManagerPKI:
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise EnrollmentError("the certificate request must carry an EC P-256 key")
+        return public_key
+
+    def sign_agent(self, public_key: ec.EllipticCurvePublicKey, agent_id: str) -> x509.Certificate:
+        """A client certificate for one agent: CN = its id, O = vigil-agent (the request's subject is ignored)."""
         return self._sign(public_key, agent_id, AGENT_ORG, AGENT_DAYS, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     def _sign(self, public_key: ec.EllipticCurvePublicKey, common_name: str, org: str | None, days: int,

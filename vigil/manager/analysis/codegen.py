@@ -117,9 +117,7 @@ def compile_conditions(conditions: list[Condition], raw: Condition | None) -> Co
     src.emit(0, "def matches(fields):")
     src.emit(1, "data = fields.data")
     for cond in conditions:
-        parts = cond.path.split(".")
-        src.emit(1, f"node = data.get({src.const('T', parts[0])}, MISSING)")
-        _emit_fetch(src, cond.path, depth=1)
+        _emit_fetch(src, cond.path, depth=1, from_data=True)
         test = src.const("C", cond)
         if cond.fast:
             src.emit(1, "if type(value) is str:")
@@ -155,8 +153,7 @@ def compile_template(parts: tuple[tuple[str, str], ...]) -> RenderFn:
             pieces.append(src.const("L", literal))
         if path:
             name = f"v{len(pieces)}"
-            src.emit(1, f"node = data.get({src.const('T', path.split('.', 1)[0])}, MISSING)")
-            _emit_fetch(src, path, depth=1)
+            _emit_fetch(src, path, depth=1, from_data=True)
             src.emit(1, f"{name} = value if type(value) is str else field_text(value)")
             pieces.append(name)
     if len(pieces) <= 8:
@@ -167,9 +164,12 @@ def compile_template(parts: tuple[tuple[str, str], ...]) -> RenderFn:
     return compiled
 
 
-def _emit_fetch(src: _Source, path: str, depth: int = 2) -> None:
-    """`value` = the field at `path` below `node` (its top-level object) by nested dict lookups,
-    else through Fields.get, which also finds keys with dots in them (None if absent)."""
+def _emit_fetch(src: _Source, path: str, depth: int = 2, from_data: bool = False) -> None:
+    """`value` = the field at `path` by nested dict lookups, else through Fields.get, which also finds
+    keys with dots in them (None if absent). Starts from `node`, its top-level object already
+    fetched, unless `from_data`."""
+    if from_data:
+        src.emit(depth, f"node = data.get({src.const('T', path.split('.', 1)[0])}, MISSING)")
     src.emit(depth, "value = node")
     for part in path.split(".")[1:]:
         src.emit(depth, f"value = value.get({src.const('K', part)}, MISSING) if type(value) is dict else MISSING")

@@ -19,7 +19,7 @@ class Fields:
     def __init__(self, data: dict[str, Any], raw: str | None = None) -> None:
         self.data = data
         self.raw = raw
-        # path -> value, filled by get(); hot callers read it directly before calling get()
+        # path -> value, filled by get() so a path is resolved once per event
         self.resolved: dict[str, Any] = {}
         self._dotted_top: bool | None = None
 
