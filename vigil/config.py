@@ -42,13 +42,38 @@ class DockerConfig(_Strict):
 
 
 class AgentConfig(_Strict):
-    id: str = "000"
-    name: str = Field(default_factory=socket.gethostname)
+    id: str = Field("000", description="the local agent's id in `vigil up`; an enrolled agent gets its id from "
+                    "the manager")
+    name: str = Field(default_factory=socket.gethostname, description="the name the agent enrolls under")
     ip: str | None = None
+    manager_host: str | None = Field(None, description="`vigil agent`: the manager's address (name or IP, as in its "
+                                     "certificate); default: the one given to `vigil agent enroll`")
+    manager_port: int = Field(1514, ge=1, le=65535, description="the manager's agent channel")
+    outbox_max_events: int = Field(1_000_000, ge=100, description="events kept while the manager is out of reach; "
+                                   "more are dropped, counted and reported (rule 200003)")
+    batch_max_events: int = Field(2000, ge=1)
+    batch_max_bytes: int = Field(1024 * 1024, ge=1024)
+    window_batches: int = Field(4, ge=1, le=64, description="batches sent before waiting for an acknowledgement")
+    reconnect_min_seconds: float = Field(0.5, gt=0)
+    reconnect_max_seconds: float = Field(30.0, gt=0)
+
+
+def _default_server_names() -> list[str]:
+    return sorted({socket.gethostname(), "localhost", "127.0.0.1"})
 
 
 class ManagerConfig(_Strict):
     name: str = Field(default_factory=socket.gethostname)
+    listen_host: str = Field("0.0.0.0", description="where the enrollment and agent channels listen")
+    channel_port: int = Field(1514, ge=0, le=65535, description="agents send events here (mutual TLS 1.3)")
+    enrollment_port: int = Field(1515, ge=0, le=65535, description="agents enroll here (TLS 1.3)")
+    server_names: list[str] = Field(default_factory=_default_server_names, description="names and IPs agents use "
+                                    "to reach the manager; its certificate carries them")
+    enrollment_secret_file: Path | None = Field(None, description="default: DATA_DIR/enrollment.secret, made on first "
+                                                "start; read at every enrollment, so rotating needs no restart")
+    keepalive_seconds: float = Field(10.0, ge=0.2, description="agents send a keepalive this often; three missed "
+                                     "intervals mean disconnected")
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, description="larger frames are refused")
 
 
 class ApiConfig(_Strict):
@@ -56,6 +81,11 @@ class ApiConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(7555, ge=0, le=65535)
     max_page_size: int = Field(1000, ge=1)
+    token_ttl_seconds: int = Field(900, ge=1, description="lifetime of a login token")
+    max_body_bytes: int = Field(1024 * 1024, ge=1, description="larger request bodies are refused (413)")
+    rate_per_second: float = Field(20.0, gt=0, description="requests per second per client address")
+    rate_burst: int = Field(100, ge=1, description="requests a client may make at once before the rate applies")
+    login_attempts_per_minute: int = Field(10, ge=1, description="per user name and client address")
 
 
 class AnalysisConfig(_Strict):
@@ -94,6 +124,10 @@ class VigilConfig(_Strict):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "vigil.db"
+
+    @property
+    def enrollment_secret_path(self) -> Path:
+        return self.manager.enrollment_secret_file or self.data_dir / "enrollment.secret"
 
 
 def load_config(path: Path | None) -> VigilConfig:

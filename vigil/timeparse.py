@@ -33,3 +33,17 @@ def parse_time(text: str, now: float | None = None) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `30`, `15m`, `2h`, `1d`; raises ValueError for anything else or a duration not above 0."""
+    value = text.strip()
+    factor = _UNITS.get(value[-1:], 1) if value else 1
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        seconds = float(number) * factor
+    except ValueError:
+        raise ValueError(f"cannot read duration {text[:40]!r}: use seconds or 15m, 2h, 1d") from None
+    if not seconds > 0:
+        raise ValueError("a duration must be above 0")
+    return seconds

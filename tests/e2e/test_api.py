@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,7 +83,8 @@ def scenario(vigil: VigilProcess, dockerd: Dockerd, busybox_image: str) -> Itera
         time.sleep(0.3)  # anything else those actions raise
         alerts = vigil.file_alerts()
         # The store is written with alerts.json; the API must have all of them too.
-        assert httpx.get(f"{vigil.api}/alerts", params={"limit": 1}, timeout=5).json()["total"] == len(alerts)
+        assert httpx.get(f"{vigil.api}/alerts", params={"limit": 1}, headers=vigil.headers(),
+                         timeout=5).json()["total"] == len(alerts)
         yield Scenario(
             alerts=alerts,
             batch1=[a for a in alerts if epoch(a) < boundary],
@@ -98,7 +100,7 @@ def scenario(vigil: VigilProcess, dockerd: Dockerd, busybox_image: str) -> Itera
 @pytest.fixture(scope="module")
 def api(vigil: VigilProcess, scenario: Scenario) -> Iterator[httpx.Client]:
     assert vigil.api is not None
-    with httpx.Client(base_url=vigil.api, timeout=5) as client:
+    with httpx.Client(base_url=vigil.api, headers=vigil.headers(), timeout=5) as client:
         yield client
 
 
@@ -315,6 +317,25 @@ def test_unknown_route_is_a_json_error(api: httpx.Client, method: str, path: str
     assert path in body["error"], body
     if status == 405:
         assert "GET" in response.headers["allow"]
+
+
+# ---- authentication ----------------------------------------------------------------------------------
+def test_without_the_key_every_endpoint_but_the_schema_is_refused(vigil: VigilProcess) -> None:
+    for path in ("/health", "/alerts", "/rules", "/agents", "/metrics"):
+        response = httpx.get(f"{vigil.api}{path}", timeout=5)
+        assert response.status_code == 401, path
+        assert response.json()["error"]
+    assert httpx.get(f"{vigil.api}/openapi.json", timeout=5).status_code == 200
+
+
+def test_the_local_agent_and_metrics(api: httpx.Client, scenario: Scenario) -> None:
+    [agent] = api.get("/agents").json()["items"]
+    assert (agent["id"], agent["status"]) == ("000", "active")
+    assert api.delete("/agents/000").status_code == 409
+    assert api.post("/agents/000/commands", json={"op": "ping"}).json()["pong"] is True
+    metrics = api.get("/metrics").text
+    for level, count in Counter(a["rule"]["level"] for a in scenario.alerts).items():
+        assert f'vigil_alerts_raised_total{{level="{level}"}} {float(count)}' in metrics, metrics
 
 
 # ---- rules and the schema ---------------------------------------------------------------------------

@@ -84,16 +84,21 @@ class VigilProcess:
             return []
         return [orjson.loads(line) for line in self.alerts_path.read_bytes().splitlines() if line.strip()]
 
+    def headers(self) -> dict[str, str]:
+        """The admin key `vigil up` wrote on its first start, as the local CLI sends it."""
+        return {"Authorization": f"Bearer {(self.data_dir / 'api' / 'admin.key').read_text().strip()}"}
+
     def api_alerts(self, **params: Any) -> list[Alert]:
         assert self.api is not None
-        response = httpx.get(f"{self.api}/alerts", params={"limit": 1000, "order": "asc", **params}, timeout=5)
+        response = httpx.get(f"{self.api}/alerts", params={"limit": 1000, "order": "asc", **params},
+                             headers=self.headers(), timeout=5)
         response.raise_for_status()
         items: list[Alert] = response.json()["items"]
         return items
 
     def health(self) -> dict[str, Any]:
         assert self.api is not None
-        result: dict[str, Any] = httpx.get(f"{self.api}/health", timeout=5).json()
+        result: dict[str, Any] = httpx.get(f"{self.api}/health", headers=self.headers(), timeout=5).json()
         return result
 
     def wait_for(self, predicate: Callable[[Alert], bool], timeout: float = 2.0, since: int = 0) -> Alert:

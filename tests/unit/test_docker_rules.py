@@ -691,6 +691,16 @@ VIGIL_EVENTS = [
     ({"module": "docker", "kind": "events_dropped", "count": 12, "error": "queue full"}, 200003),
     ({"module": "docker", "kind": "analysis_error", "error": "KeyError: 'x'", "event_id": "e1"}, 200004),
     ({"module": "docker", "kind": "started"}, 200000),
+    ({"module": "channel", "kind": "agent_connected", "first": True, "agent_id": "001", "agent_name": "n1",
+      "version": "0.1.0", "reason": ""}, 501),
+    ({"module": "channel", "kind": "agent_connected", "first": False, "agent_id": "001", "agent_name": "n1",
+      "version": "0.1.0", "reason": ""}, 503),
+    ({"module": "channel", "kind": "agent_disconnected", "agent_id": "001", "agent_name": "n1",
+      "reason": "no keepalive for 31 s"}, 504),
+    ({"module": "channel", "kind": "agent_removed", "agent_id": "001", "agent_name": "n1"}, 505),
+    # near misses: a connection event that does not say whether it is the first, an unknown kind
+    ({"module": "channel", "kind": "agent_connected", "agent_id": "001", "agent_name": "n1"}, 200000),
+    ({"module": "channel", "kind": "agent_reconnected", "agent_id": "001", "agent_name": "n1"}, 200000),
 ]
 
 

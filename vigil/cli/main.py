@@ -11,19 +11,25 @@ import typer
 from rich.table import Table
 
 from vigil import __version__
+from vigil.cli.agent import agent_app
+from vigil.cli.agents import agents_app
 from vigil.cli.alerts import show_alerts, time_option
+from vigil.cli.api_admin import api_app, api_get
 from vigil.cli.common import CONFIG_OPTION, DATA_DIR_OPTION, console, fail, load
 from vigil.errors import VigilError
 from vigil.event import AgentRef
 from vigil.manager.analysis.logtest import event_from_text, flatten, run_logtest
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
+from vigil.manager.core import build_analyzer, load_ruleset
 from vigil.manager.outputs.store import AlertQuery
-from vigil.manager.runtime import build_analyzer, load_ruleset
 
 app = typer.Typer(help="Vigil: security monitoring for Docker hosts and Kubernetes nodes.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 rules_app = typer.Typer(help="List and validate rules.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+app.add_typer(api_app, name="api")
+app.add_typer(agent_app, name="agent")
+app.add_typer(agents_app, name="agents")
 
 
 @app.command()
@@ -48,6 +54,21 @@ def up(
     if docker_host is not None:
         cfg.docker.host = docker_host
     run_up(cfg)
+
+
+@app.command()
+def manager(
+    config: Path | None = CONFIG_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    port: int | None = typer.Option(None, help="API port on 127.0.0.1 (default 7555; 0 picks a free one)"),
+) -> None:
+    """Run the manager: enroll agents, receive their events, analyse, store, serve the API."""
+    from vigil.cli.manager import run_manager
+
+    cfg = load(config, data_dir)
+    if port is not None:
+        cfg.api.port = port
+    run_manager(cfg)
 
 
 @app.command()
@@ -172,7 +193,7 @@ def status(
         url = orjson.loads(run_file.read_bytes()).get("api")
     url = url or f"http://{cfg.api.host}:{cfg.api.port}"
     try:
-        health = httpx.get(f"{url}/health", timeout=5).json()
+        health = api_get(cfg, f"{url}/health")
     except (httpx.HTTPError, ValueError):
         raise fail(f"Vigil is not running (no answer from {url}); start it with `vigil up`", 1) from None
     console.print(

@@ -18,15 +18,16 @@ import contextlib
 import hmac
 import logging
 import socket
-import socketserver
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives import serialization
 
 from vigil.certs import EnrollmentError
+from vigil.manager.listener import ThreadedListener
 from vigil.manager.pki import ManagerPKI
 from vigil.manager.registry import AgentRegistry
 
@@ -39,40 +40,25 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 class EnrollmentServer:
     """A thread per connection: enrollment is rare, and a blocking handshake lets every failure be logged."""
 
-    def __init__(self, pki: ManagerPKI, registry: AgentRegistry, secret: str | None) -> None:
+    def __init__(self, pki: ManagerPKI, registry: AgentRegistry, secret: str | Callable[[], str | None] | None
+                 ) -> None:
         self.pki = pki
         self.registry = registry
         self.secret = secret
         self.refused = 0
         self.enrolled = 0
         self._context = pki.server_context(require_client_cert=False)
-        self._server: socketserver.ThreadingTCPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener = ThreadedListener("vigil-enrollment", self._serve)
         self._lock = threading.Lock()
 
     def start(self, host: str, port: int) -> int:
         """Listen in a background thread; returns the port (useful with port 0)."""
-        outer = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                outer._serve(self.request, self.client_address)
-
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._server = socketserver.ThreadingTCPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="vigil-enrollment", daemon=True)
-        self._thread.start()
-        bound: int = self._server.server_address[1]
+        bound = self._listener.start(host, port)
         log.info("enrollment listening on %s:%d (TLS 1.3)", host, bound)
         return bound
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._listener.stop()
 
     def _serve(self, raw: socket.socket, address: Any) -> None:
         ip = address[0] if isinstance(address, tuple) else None
@@ -146,7 +132,9 @@ class EnrollmentServer:
             self.registry.use_token(token, name)
             return
         if isinstance(secret, str):
-            if self.secret is None or not hmac.compare_digest(secret.encode(), self.secret.encode()):
+            # Read on every request, so a rotated secret file takes effect without a restart.
+            expected = self.secret() if callable(self.secret) else self.secret
+            if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
                 raise EnrollmentError("wrong enrollment secret")
             return
         raise EnrollmentError("no enrollment secret or token")

@@ -109,36 +109,50 @@ class Pipeline:
     def process(self, event: Event, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Analyse one event and make its alerts (and `state`, e.g. a checkpoint) durable together."""
         with self._lock:
-            self.stats.events += 1
-            self.stats.by_module[event.module] += 1
-            try:
-                analysed = self.analyzer.analyse(event)
-            except EventError as exc:
-                self.stats.decode_errors += 1
-                log.warning("event from %s could not be decoded: %s", event.location, exc)
-                analysed = None
-            except Exception as exc:  # a fault in analysis must not block the stream behind this event
-                self.stats.analysis_errors += 1
-                log.exception("analysis failed for an event from %s", event.location)
-                analysed = self.analyzer.analyse(_analysis_failure(event, exc))
-            out: list[dict[str, Any]] = []
-            now = self.clock()
-            closed: list[Any] = []
-            if analysed is not None and analysed.alert is not None:
-                rule = analysed.match.rule
-                if rule is not None and "no_fold" in rule.options:
-                    emit, closed = True, self.folder.expire(now)
-                else:
-                    emit, closed = self.folder.admit(analysed.alert, now)
-                if emit:
-                    out.append(analysed.alert)
-                else:
-                    self.stats.folded += 1
-            elif analysed is not None and analysed.match.rule is not None:
-                self.stats.below_threshold += 1
-            out.extend(self._summaries(closed))
+            out = self._analyse(event, self.clock())
             self._write(out, state)
             return out
+
+    def process_batch(self, events: list[Event], state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Analyse a batch from an agent and store its alerts and `state` (how far the agent got) in one
+        transaction, so a batch is either wholly stored or replayed whole."""
+        with self._lock:
+            now = self.clock()
+            out: list[dict[str, Any]] = []
+            for event in events:
+                out.extend(self._analyse(event, now))
+            self._write(out, state)
+            return out
+
+    def _analyse(self, event: Event, now: float) -> list[dict[str, Any]]:
+        self.stats.events += 1
+        self.stats.by_module[event.module] += 1
+        try:
+            analysed = self.analyzer.analyse(event)
+        except EventError as exc:
+            self.stats.decode_errors += 1
+            log.warning("event from %s could not be decoded: %s", event.location, exc)
+            analysed = None
+        except Exception as exc:  # a fault in analysis must not block the stream behind this event
+            self.stats.analysis_errors += 1
+            log.exception("analysis failed for an event from %s", event.location)
+            analysed = self.analyzer.analyse(_analysis_failure(event, exc))
+        out: list[dict[str, Any]] = []
+        closed: list[Any] = []
+        if analysed is not None and analysed.alert is not None:
+            rule = analysed.match.rule
+            if rule is not None and "no_fold" in rule.options:
+                emit, closed = True, self.folder.expire(now)
+            else:
+                emit, closed = self.folder.admit(analysed.alert, now)
+            if emit:
+                out.append(analysed.alert)
+            else:
+                self.stats.folded += 1
+        elif analysed is not None and analysed.match.rule is not None:
+            self.stats.below_threshold += 1
+        out.extend(self._summaries(closed))
+        return out
 
     def tick(self) -> list[dict[str, Any]]:
         """Close fold windows that have ended; called about once a second."""

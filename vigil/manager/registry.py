@@ -27,7 +27,11 @@ CREATE TABLE IF NOT EXISTS agents (
     cert_serial TEXT,
     enrolled_at REAL NOT NULL,
     enrollments INTEGER NOT NULL DEFAULT 1,
-    last_seen REAL
+    last_seen REAL,
+    version TEXT,
+    os TEXT,
+    modules TEXT,
+    events_received INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS enrollment_tokens (
     digest TEXT PRIMARY KEY,
@@ -48,6 +52,10 @@ class AgentRecord:
     enrolled_at: float
     enrollments: int
     last_seen: float | None
+    version: str | None
+    os: str | None
+    modules: str | None  # JSON list of module names
+    events_received: int
 
 
 def _digest(token: str) -> str:
@@ -111,6 +119,14 @@ class AgentRegistry:
             row = self._db.execute("SELECT status, cert_serial FROM agents WHERE id = ?", (agent_id,)).fetchone()
         return row is not None and row[0] == "active" and row[1] == serial
 
+    def seen(self, agent_id: str, at: float, ip: str | None, version: str | None, os: str | None,
+             modules: str | None, events_received: int) -> None:
+        """What the agent last told about itself, kept for `vigil agents show` while it is away."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE agents SET last_seen = ?, ip = coalesce(?, ip), version = ?, os = ?, modules = ?, "
+                "events_received = ? WHERE id = ?", (at, ip, version, os, modules, events_received, agent_id))
+
     def get(self, key: str) -> AgentRecord | None:
         """By id or by name."""
         with self._lock:
@@ -148,4 +164,5 @@ class AgentRegistry:
                              (self._clock(), _digest(token)))
 
 
-_COLUMNS = "id, name, ip, status, cert_serial, enrolled_at, enrollments, last_seen"
+_COLUMNS = ("id, name, ip, status, cert_serial, enrolled_at, enrollments, last_seen, version, os, modules, "
+            "events_received")

@@ -13,7 +13,7 @@ import orjson
 
 from vigil.alert import parse_wazuh_timestamp
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY,
     ts REAL NOT NULL,
@@ -21,16 +21,27 @@ CREATE TABLE IF NOT EXISTS alerts (
     rule_id INTEGER NOT NULL,
     agent_id TEXT NOT NULL,
     description TEXT NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    agent_name TEXT NOT NULL DEFAULT '',
+    groups TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS alerts_ts ON alerts(ts);
-CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule_id, ts);
-CREATE INDEX IF NOT EXISTS alerts_level ON alerts(level, ts);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
 """
+# After the migration: the agent indexes name columns that databases written before 0.2 lack.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS alerts_ts ON alerts(ts);
+CREATE INDEX IF NOT EXISTS alerts_rule ON alerts(rule_id, ts);
+CREATE INDEX IF NOT EXISTS alerts_level ON alerts(level, ts);
+CREATE INDEX IF NOT EXISTS alerts_agent_id ON alerts(agent_id, ts);
+CREATE INDEX IF NOT EXISTS alerts_agent_name ON alerts(agent_name, ts);
+"""
+INSERT = ("INSERT OR IGNORE INTO alerts(id, ts, level, rule_id, agent_id, description, body, agent_name, groups) "
+          "VALUES (?,?,?,?,?,?,?,?,?)")
+# `sort` values the API offers, as SQL: a leading '-' is descending; ties go by storage order.
+SORT_COLUMNS = {"timestamp": "ts", "level": "level", "rule_id": "rule_id"}
 
 
 @dataclass(frozen=True)
@@ -41,9 +52,13 @@ class AlertQuery:
     since: float | None = None
     until: float | None = None
     after_seq: int | None = None
+    agents: Sequence[str] = ()  # agent ids or names; any of them
+    groups: Sequence[str] = ()  # any of these in rule.groups
+    text: str | None = None  # case-insensitive (ASCII) substring of the description or the alert JSON
+    sort: str | None = None  # a SORT_COLUMNS key, '-' first for descending; None: storage order
     limit: int = 100
     offset: int = 0
-    newest_first: bool = True
+    newest_first: bool = True  # storage order when `sort` is None
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -51,8 +66,28 @@ def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    conn.executescript(TABLES)
+    _migrate(conn)
+    conn.executescript(INDEXES)
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Databases written before the agent and group filters lack their columns: add and fill them once."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    missing = [c for c in ("agent_name", "groups") if c not in columns]
+    if not missing:
+        return
+    with conn:
+        for column in missing:
+            conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        cursor = conn.execute("SELECT rowid, body FROM alerts")
+        while batch := cursor.fetchmany(1000):
+            updates = []
+            for rowid, body in batch:
+                alert = orjson.loads(body)
+                updates.append((_agent_name(alert), _groups(alert), rowid))
+            conn.executemany("UPDATE alerts SET agent_name=?, groups=? WHERE rowid=?", updates)
 
 
 class Store:
@@ -74,13 +109,13 @@ class Store:
         """
         rows = [
             (a["id"], _epoch(a), a["rule"]["level"], int(a["rule"]["id"]), a["agent"]["id"],
-             a["rule"]["description"], orjson.dumps(a))
+             a["rule"]["description"], orjson.dumps(a), _agent_name(a), _groups(a))
             for a in alerts
         ]
         last: int | None = None
         with self._lock, self._conn:
             if rows:
-                self._conn.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?,?)", rows)
+                self._conn.executemany(INSERT, rows)
                 last = self._conn.execute("SELECT max(rowid) FROM alerts").fetchone()[0]
             for key, value in (state or {}).items():
                 self._conn.execute(
@@ -119,11 +154,11 @@ class AlertReader:
     def query(self, q: AlertQuery) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
         """(total matching, [(sequence number, alert)]) for one page."""
         where, args = _where(q)
-        order = "DESC" if q.newest_first else "ASC"
+        order = _order_by(q)
         with self._lock:
             total = self._conn.execute(f"SELECT COUNT(*) FROM alerts {where}", args).fetchone()[0]
             rows = self._conn.execute(
-                f"SELECT rowid, body FROM alerts {where} ORDER BY rowid {order} LIMIT ? OFFSET ?",
+                f"SELECT rowid, body FROM alerts {where} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*args, q.limit, q.offset],
             ).fetchall()
         return total, [(seq, orjson.loads(body)) for seq, body in rows]
@@ -159,7 +194,40 @@ def _where(q: AlertQuery) -> tuple[str, list[Any]]:
     if q.after_seq is not None:
         clauses.append("rowid > ?")
         args.append(q.after_seq)
+    if q.agents:
+        marks = ",".join("?" * len(q.agents))
+        clauses.append(f"(agent_id IN ({marks}) OR agent_name IN ({marks}))")
+        args.extend([*q.agents, *q.agents])
+    if q.groups:
+        clauses.append("(" + " OR ".join("instr(groups, ?) > 0" for _ in q.groups) + ")")
+        args.extend(f",{g}," for g in q.groups)
+    if q.text:
+        # instr, not LIKE: the user's % and _ are plain characters.
+        clauses.append("(instr(lower(description), ?) > 0 OR instr(lower(CAST(body AS TEXT)), ?) > 0)")
+        args.extend([q.text.lower()] * 2)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _order_by(q: AlertQuery) -> str:
+    """ORDER BY for a query; only names from SORT_COLUMNS reach the SQL text."""
+    if q.sort is None:
+        return "rowid DESC" if q.newest_first else "rowid ASC"
+    direction = "DESC" if q.sort.startswith("-") else "ASC"
+    column = SORT_COLUMNS.get(q.sort.lstrip("-"))
+    if column is None:
+        raise ValueError(f"cannot sort by {q.sort!r}: use one of {', '.join(SORT_COLUMNS)} (with - for descending)")
+    return f"{column} {direction}, rowid {direction}"
+
+
+def _agent_name(alert: dict[str, Any]) -> str:
+    agent = alert.get("agent")
+    return str(agent.get("name") or "") if isinstance(agent, dict) else ""
+
+
+def _groups(alert: dict[str, Any]) -> str:
+    """`,g1,g2,`: the commas around each group let `instr` match whole groups only."""
+    groups = alert.get("rule", {}).get("groups") or []
+    return "," + ",".join(str(g) for g in groups) + "," if groups else ""
 
 
 def _epoch(alert: dict[str, Any]) -> float:

@@ -1,0 +1,100 @@
+"""What `vigil manager` and `vigil up` share: rules, the alert store, alerts.json and the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from vigil.alert import MitreCatalog
+from vigil.api.backend import Metric
+from vigil.config import VigilConfig
+from vigil.manager.analysis.engine import Engine
+from vigil.manager.analysis.folding import Folder
+from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
+from vigil.manager.analysis.ruleset import RuleSet
+from vigil.manager.outputs.alerts_file import AlertsFile, recover_alerts_file
+from vigil.manager.outputs.store import Store
+from vigil.manager.pipeline import DEFAULT_FOLD_IGNORE, Analyzer, Pipeline
+
+log = logging.getLogger(__name__)
+
+
+def load_ruleset(config: VigilConfig) -> LoadedRules:
+    """Shipped rules, then the user's directory (which may add rules and override by id)."""
+    return load_rules([shipped_rules_dir(), config.rules_dir])
+
+
+def build_analyzer(config: VigilConfig, rules: LoadedRules) -> Analyzer:
+    return Analyzer(Engine(RuleSet(rules.rules)), MitreCatalog.shipped(), config.manager.name,
+                    config.analysis.min_alert_level)
+
+
+class AnalysisCore:
+    """Loads rules (refusing to start on a bad file), opens the store, mends alerts.json, closes fold windows."""
+
+    def __init__(self, config: VigilConfig) -> None:
+        self.config = config
+        self.started = time.time()
+        self.rules = load_ruleset(config)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.db_path)
+        alerts_file = AlertsFile(config.alerts_json_path) if config.outputs.alerts_json.enabled else None
+        if alerts_file is not None:
+            recover_alerts_file(self.store, alerts_file)
+        self.pipeline = Pipeline(
+            build_analyzer(config, self.rules),
+            Folder(config.analysis.fold_window_seconds, DEFAULT_FOLD_IGNORE),
+            self.store, alerts_file,
+        )
+        self.stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="fold-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.pipeline.tick()
+            except Exception:
+                log.exception("closing fold windows failed")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.pipeline.drain()
+        self.store.close()
+        if self.pipeline.alerts_file is not None:
+            self.pipeline.alerts_file.close()
+
+    def health(self) -> dict[str, Any]:
+        stats = self.pipeline.stats
+        engine = self.pipeline.analyzer.engine
+        return {
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "manager": self.config.manager.name,
+            "data_dir": str(self.config.data_dir.resolve()),
+            "rules_loaded": len(self.rules.rules),
+            "events": stats.events,
+            "alerts": stats.alerts,
+            "alerts_folded": stats.folded,
+            "matched_below_alert_level": stats.below_threshold,
+            "decode_errors": stats.decode_errors,
+            "analysis_errors": stats.analysis_errors,
+            "suppressed": {f"{rid}:{name}": n for (rid, name), n in engine.suppressed.items()},
+        }
+
+    def metrics(self) -> list[Metric]:
+        stats = self.pipeline.stats
+        return [
+            Metric("vigil_events_received_total", "Events received for analysis", "counter", [({}, stats.events)]),
+            Metric("vigil_alerts_raised_total", "Alerts written, by rule level", "counter",
+                   [({"level": str(level)}, n) for level, n in sorted(stats.by_level.items())]),
+            Metric("vigil_alerts_folded_total", "Identical alerts counted into a fold instead of written",
+                   "counter", [({}, stats.folded)]),
+            Metric("vigil_decode_errors_total", "Events that could not be decoded", "counter",
+                   [({}, stats.decode_errors)]),
+            Metric("vigil_analysis_errors_total", "Events whose analysis failed", "counter",
+                   [({}, stats.analysis_errors)]),
+        ]
