@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -69,13 +68,3 @@ def check_pin(ca_pem: bytes, pin: str) -> None:
     if actual != pin.strip().lower():
         raise EnrollmentError(f"the manager's CA {actual} does not match the pin {pin} "
                               "(wrong manager, or someone in between)")
-
-
-def client_context(ca_pem: bytes, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
-    """Agent side: TLS 1.3 only, the manager verified against the pinned CA and its name."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_verify_locations(cadata=ca_pem.decode())
-    if cert is not None and key is not None:
-        context.load_cert_chain(cert, key)
-    return context

@@ -69,25 +69,27 @@ class Event:
         }
 
     @classmethod
-    def from_dict(cls, obj: Any) -> Event:
-        """Rebuild an envelope sent by an agent; newer minor fields are ignored, bad ones refused."""
+    def from_dict(cls, obj: Any, agent: AgentRef | None = None) -> Event:
+        """Rebuild an envelope sent by an agent; newer minor fields are ignored, bad ones refused.
+
+        `agent`, when given, replaces the envelope's own (the manager knows the sender from its
+        certificate), and saves building one per event."""
         if not isinstance(obj, dict):
             raise EventError(f"event envelope must be an object, got {type(obj).__name__}")
         version = obj.get("v", ENVELOPE_VERSION)
         if not isinstance(version, int) or version < 1 or version > ENVELOPE_VERSION:
             raise EventError(f"unsupported envelope version {version!r} (this manager reads 1..{ENVELOPE_VERSION})")
         try:
-            agent = obj.get("agent") or {}
+            if agent is None:
+                sent = obj.get("agent") or {}
+                agent = AgentRef(str(sent.get("id", "000")), str(sent.get("name", "vigil")), sent.get("ip"))
+            data = obj.get("data") or {}
+            raw = obj.get("raw")
+            if not isinstance(data, dict) or not (raw is None or isinstance(raw, str)):
+                raise TypeError("data must be an object and raw a string or null")
             return cls(
-                v=version,
-                id=str(obj["id"]),
-                agent=AgentRef(str(agent.get("id", "000")), str(agent.get("name", "vigil")), agent.get("ip")),
-                module=str(obj["module"]),
-                location=str(obj["location"]),
-                timestamp=float(obj["timestamp"]),
-                decoder=str(obj["decoder"]),
-                data=dict(obj.get("data") or {}),
-                raw=obj.get("raw"),
+                v=version, id=str(obj["id"]), agent=agent, module=str(obj["module"]), location=str(obj["location"]),
+                timestamp=float(obj["timestamp"]), decoder=str(obj["decoder"]), data=data, raw=raw,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventError(f"malformed event envelope: {exc!r}") from exc

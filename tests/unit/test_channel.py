@@ -25,10 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from vigil.agent.enroll import enroll
-from vigil.certs import client_context, key_pem, new_key, write_private
+from vigil.certs import key_pem, new_key, write_private
 from vigil.config import VigilConfig
 from vigil.manager.pki import ManagerPKI
 from vigil.manager.service import Manager
+from vigil.tls import client_context
 from vigil.wire import FrameReader, frame
 
 from .support import docker_event, docker_obj

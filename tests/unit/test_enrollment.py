@@ -17,10 +17,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from vigil.agent.enroll import enroll, fetch_ca
-from vigil.certs import EnrollmentError, client_context
+from vigil.certs import EnrollmentError
 from vigil.manager.enrollment import MAX_REQUEST_BYTES, EnrollmentServer
 from vigil.manager.pki import ManagerPKI
 from vigil.manager.registry import AgentRegistry
+from vigil.tls import client_context
 
 SECRET = "s3cret-enrollment"
 

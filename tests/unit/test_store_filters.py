@@ -45,7 +45,7 @@ def test_an_old_database_gains_and_fills_the_new_columns(tmp_path: Path) -> None
     db = tmp_path / "vigil.db"
     old_database(db, alerts[:100])
     store = Store(db)
-    assert {"agent_name", "groups"} <= columns(db)
+    assert {"seq", "agent_name", "groups"} <= columns(db)
     assert store.get_state("docker.checkpoint") == "1.2"
     assert store.commit(alerts[100:150]) == 150, "the sequence goes on after the old rows"
     store.close()

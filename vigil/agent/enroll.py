@@ -19,12 +19,12 @@ from vigil.certs import (
     EnrollmentError,
     check_agent_name,
     check_pin,
-    client_context,
     key_pem,
     make_csr,
     new_key,
     write_private,
 )
+from vigil.tls import client_context
 
 TIMEOUT_SECONDS = 15.0
 MAX_ANSWER_BYTES = 256 * 1024

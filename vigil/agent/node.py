@@ -17,14 +17,13 @@ from typing import Any
 
 from vigil import __version__
 from vigil.agent.modules.base import Module
-from vigil.agent.modules.docker.collector import CHECKPOINT_KEY, IMAGES_KEY, DockerModule
 from vigil.agent.outbox import Outbox
 from vigil.agent.runtime import Supervisor
 from vigil.agent.uplink import Uplink, UplinkSettings
-from vigil.certs import client_context
 from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.event import AgentRef
+from vigil.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,13 @@ class AgentNode:
         self.outbox = Outbox(config.data_dir / "outbox.db", config.agent.outbox_max_events)
         modules: list[Module] = []
         if config.docker.enabled:
+            # Imported here: the Docker SDK is a fifth of an idle agent's memory, and not every node has Docker.
+            from vigil.agent.modules.docker.collector import CHECKPOINT_KEY, IMAGES_KEY, DockerModule, starting_state
+
             saved = {key: self.outbox.state(key) for key in (CHECKPOINT_KEY, IMAGES_KEY)}
+            if (initial := starting_state(saved)) is not None:
+                self.outbox.save_state(initial)
+                saved.update(initial)
             modules.append(DockerModule(config.docker, self.agent, self.outbox.put, saved))
         if extra_modules is not None:
             modules.extend(extra_modules(self.outbox, self.agent))

@@ -86,6 +86,12 @@ class Outbox:
         with self._lock:
             return self._meta(f"state:{key}")
 
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Module state with no event (a starting checkpoint)."""
+        with self._lock, self._db:
+            for key, value in state.items():
+                self._set_meta(f"state:{key}", value)
+
     def put(self, event: Event, state: dict[str, Any] | None = None) -> bool:
         """Keep one event (and the module's state after it) durably; False when the bound refused it."""
         body = orjson.dumps(event.to_dict())

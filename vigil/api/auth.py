@@ -19,13 +19,20 @@ import jwt
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from vigil.api.auth_store import KEY_PREFIX, AuthStore, Role, User, auth_dir, write_private
+from vigil.api.auth_store import (
+    ADMIN_KEY_FILE,
+    AUTH_DB,
+    KEY_PREFIX,
+    AuthStore,
+    Role,
+    User,
+    auth_dir,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "token.secret"
-ADMIN_KEY_FILE = "admin.key"
-AUTH_DB = "auth.db"
 BOOTSTRAP_KEY_NAME = "local-admin"
 ALGORITHM = "HS256"
 _RANK: dict[str, int] = {"read-only": 0, "admin": 1}

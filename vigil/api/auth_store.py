@@ -22,6 +22,8 @@ from typing import Literal
 Role = Literal["read-only", "admin"]
 ROLES: tuple[Role, ...] = ("read-only", "admin")
 KEY_PREFIX = "vgl_"
+ADMIN_KEY_FILE = "admin.key"
+AUTH_DB = "auth.db"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 # scrypt at n=2**14, r=8: about 16 MiB and a few tens of ms per try; slow for guessing, fine for a login.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32

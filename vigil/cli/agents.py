@@ -6,33 +6,32 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import typer
 from rich.table import Table
 
-from vigil.certs import ca_pin
+from vigil.cli.api_admin import api_headers
 from vigil.cli.common import CONFIG_OPTION, DATA_DIR_OPTION, console, fail, load
 from vigil.config import VigilConfig
 from vigil.timeparse import parse_duration
 
 agents_app = typer.Typer(help="Manage the agents enrolled with this manager.", no_args_is_help=True)
 
-ADMIN_KEY = Path("api") / "admin.key"
-
-
 def _api(cfg: VigilConfig, method: str, path: str, **kwargs: Any) -> Any:
     """Call the running manager's API with the local admin key; errors become clean exits."""
+    import httpx  # here: only these commands need it
+
     run_file = cfg.data_dir / "run.json"
+    headers = api_headers(cfg)
     try:
         url = orjson.loads(run_file.read_bytes())["api"]
-        key = (cfg.data_dir / ADMIN_KEY).read_text().strip()
     except (OSError, ValueError, KeyError):
+        url = None
+    if not url or not headers:
         raise fail(f"no manager runs on {cfg.data_dir} (no run.json or admin key); start it with `vigil manager`",
                    1) from None
     try:
-        response = httpx.request(method, f"{url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                                 **kwargs)
+        response = httpx.request(method, f"{url}{path}", headers=headers, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
         raise fail(f"the manager's API at {url} did not answer: {exc}", 1) from None
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
@@ -72,6 +71,8 @@ def add(
 
 
 def _pin(cfg: VigilConfig) -> str:
+    from vigil.certs import ca_pin  # not at the top: `cryptography` weighs 15 MB a running agent need not carry
+
     try:
         return ca_pin((cfg.data_dir / "pki" / "ca.pem").read_bytes())
     except (OSError, ValueError):

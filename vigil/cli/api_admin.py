@@ -11,12 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 from rich.table import Table
 
-from vigil.api.auth import ADMIN_KEY_FILE, AUTH_DB
-from vigil.api.auth_store import Account, AuthStore, AuthStoreError, auth_dir
+from vigil.api.auth_store import ADMIN_KEY_FILE, AUTH_DB, Account, AuthStore, AuthStoreError, auth_dir
 from vigil.cli.common import CONFIG_OPTION, DATA_DIR_OPTION, console, fail, load
 from vigil.config import VigilConfig
 
@@ -43,6 +41,8 @@ def api_get(cfg: VigilConfig, url: str) -> Any:
 
     Connection failures are left to the caller (httpx.HTTPError): it knows what they mean.
     """
+    import httpx  # not at the top: every `vigil` command loads this module, few call the API
+
     response = httpx.get(url, headers=api_headers(cfg), timeout=5)
     if response.status_code in (401, 403):
         try:

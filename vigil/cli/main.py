@@ -5,23 +5,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import httpx
 import orjson
 import typer
-from rich.table import Table
 
 from vigil import __version__
 from vigil.cli.agent import agent_app
 from vigil.cli.agents import agents_app
-from vigil.cli.alerts import show_alerts, time_option
 from vigil.cli.api_admin import api_app, api_get
 from vigil.cli.common import CONFIG_OPTION, DATA_DIR_OPTION, console, fail, load
 from vigil.errors import VigilError
-from vigil.event import AgentRef
-from vigil.manager.analysis.logtest import event_from_text, flatten, run_logtest
-from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
-from vigil.manager.core import build_analyzer, load_ruleset
-from vigil.manager.outputs.store import AlertQuery
+
+# Commands import what they need when they run: `vigil agent run` on a small node should not carry
+# the analysis engine, the API server or the HTTP client in its memory (BENCHMARKS.md, agent memory).
 
 app = typer.Typer(help="Vigil: security monitoring for Docker hosts and Kubernetes nodes.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -84,6 +79,9 @@ def alerts(
     as_json: bool = typer.Option(False, "--json", help="one alert JSON per line"),
 ) -> None:
     """Show alerts, newest last, as a table or JSON."""
+    from vigil.cli.alerts import show_alerts, time_option
+    from vigil.manager.outputs.store import AlertQuery
+
     cfg = load(config, data_dir)
     query = AlertQuery(min_level=level, rule_ids=tuple(rule), since=time_option(since, "since"),
                        until=time_option(until, "until"), limit=limit)
@@ -98,6 +96,10 @@ def rules_list(
     level: int | None = typer.Option(None, min=0, max=16, help="minimum level"),
 ) -> None:
     """List the loaded rules (shipped and yours)."""
+    from rich.table import Table
+
+    from vigil.manager.core import load_ruleset
+
     cfg = load(config, data_dir)
     try:
         loaded = load_ruleset(cfg)
@@ -123,6 +125,8 @@ def rules_validate(
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
     """Check rule files together with the shipped rules; exit 1 with file:line problems."""
+    from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
+
     cfg = load(config, data_dir)
     dirs = [shipped_rules_dir()]
     if not paths:
@@ -149,6 +153,10 @@ def logtest(
     as_json: bool = typer.Option(False, "--json", help="print only the alert JSON"),
 ) -> None:
     """Feed one event and see the decoder, the fields, the rules tried and the alert."""
+    from vigil.event import AgentRef
+    from vigil.manager.analysis.logtest import event_from_text, flatten, run_logtest
+    from vigil.manager.core import build_analyzer, load_ruleset
+
     cfg = load(config, data_dir)
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8", errors="replace")
     try:
@@ -187,6 +195,8 @@ def status(
     url: str | None = typer.Option(None, help="API URL (default: read from the data directory)"),
 ) -> None:
     """Show whether Vigil runs, its modules and counters."""
+    import httpx
+
     cfg = load(config, data_dir)
     run_file = cfg.data_dir / "run.json"
     if url is None and run_file.exists():

@@ -9,15 +9,17 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import uvicorn
 
-from vigil.api.app import create_app
-from vigil.api.backend import Backend
 from vigil.config import VigilConfig
 from vigil.errors import VigilError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from vigil.api.backend import Backend
 
 
 def setup_logging(cfg: VigilConfig) -> None:
@@ -29,6 +31,10 @@ def start_api(cfg: VigilConfig, backend: Backend) -> tuple[uvicorn.Server | None
     """Serve the API in a thread; (None, None) when it is off, (None, url) when it could not listen."""
     if not cfg.api.enabled:
         return None, None
+    import uvicorn  # here, not at the top: `vigil agent run` shares this module and serves no API
+
+    from vigil.api.app import create_app
+
     try:
         app = create_app(backend, cfg.api, cfg.data_dir)
     except (OSError, sqlite3.Error) as exc:

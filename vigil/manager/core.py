@@ -15,7 +15,8 @@ from vigil.manager.analysis.folding import Folder
 from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
 from vigil.manager.outputs.alerts_file import AlertsFile, recover_alerts_file
-from vigil.manager.outputs.store import Store
+from vigil.manager.outputs.store import AlertReader, Store
+from vigil.manager.outputs.writer import LocalOutputs, Outputs, WriterProcess
 from vigil.manager.pipeline import DEFAULT_FOLD_IGNORE, Analyzer, Pipeline
 
 log = logging.getLogger(__name__)
@@ -32,21 +33,34 @@ def build_analyzer(config: VigilConfig, rules: LoadedRules) -> Analyzer:
 
 
 class AnalysisCore:
-    """Loads rules (refusing to start on a bad file), opens the store, mends alerts.json, closes fold windows."""
+    """Loads rules (refusing to start on a bad file), opens the store, mends alerts.json, closes fold windows.
 
-    def __init__(self, config: VigilConfig) -> None:
+    With `writer_process` (the manager), the store and alerts.json are written by a child process
+    (outputs/writer.py) and this process reads state through a read-only connection.
+    """
+
+    def __init__(self, config: VigilConfig, writer_process: bool = False) -> None:
         self.config = config
         self.started = time.time()
         self.rules = load_ruleset(config)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.db_path)
-        alerts_file = AlertsFile(config.alerts_json_path) if config.outputs.alerts_json.enabled else None
-        if alerts_file is not None:
-            recover_alerts_file(self.store, alerts_file)
+        json_path = config.alerts_json_path if config.outputs.alerts_json.enabled else None
+        self.outputs: Outputs
+        self.store: Store | None = None
+        if writer_process:
+            self.outputs = WriterProcess(config.db_path, json_path)
+            self._reader: AlertReader | None = AlertReader(config.db_path)
+        else:
+            self.store = Store(config.db_path)
+            alerts_file = AlertsFile(json_path) if json_path is not None else None
+            if alerts_file is not None:
+                recover_alerts_file(self.store, alerts_file)
+            self.outputs = LocalOutputs(self.store, alerts_file)
+            self._reader = None
         self.pipeline = Pipeline(
             build_analyzer(config, self.rules),
             Folder(config.analysis.fold_window_seconds, DEFAULT_FOLD_IGNORE),
-            self.store, alerts_file,
+            None, None, outputs=self.outputs,
         )
         self.stopping = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="fold-ticker", daemon=True)
@@ -64,9 +78,15 @@ class AnalysisCore:
     def stop(self) -> None:
         self.stopping.set()
         self.pipeline.drain()
-        self.store.close()
-        if self.pipeline.alerts_file is not None:
-            self.pipeline.alerts_file.close()
+        self.outputs.close()
+        if self._reader is not None:
+            self._reader.close()
+
+    def get_state(self, key: str) -> Any:
+        if self._reader is not None:
+            return self._reader.get_state(key)
+        assert self.store is not None
+        return self.store.get_state(key)
 
     def health(self) -> dict[str, Any]:
         stats = self.pipeline.stats

@@ -24,6 +24,7 @@ from typing import Any
 from vigil.errors import EventError
 from vigil.event import AgentRef, Event
 from vigil.manager.listener import ThreadedListener
+from vigil.manager.outputs.writer import WriterError
 from vigil.manager.registry import AgentRegistry
 from vigil.manager.sessions import Session, Sessions
 from vigil.wire import FrameError, FrameReader, send
@@ -228,7 +229,12 @@ class ChannelServer:
                 log.warning("agent %s: events %d..%d never arrived (the agent's outbox lost them)",
                             session.agent_id, acked + 1, first - 1)
             events = [self._event(obj, session, agent) for obj in raw_events[skip:]]
-            self.sink(events, {PROGRESS_KEY + session.agent_id: {"stream": session.stream, "seq": last}})
+            try:
+                self.sink(events, {PROGRESS_KEY + session.agent_id: {"stream": session.stream, "seq": last}})
+            except WriterError as exc:
+                with self._lock:  # stored or not, nobody knows: read the position again next time
+                    self._progress.pop(session.agent_id, None)
+                raise Refusal(f"the manager could not store the batch ({exc}); it will be sent again") from None
             with self._lock:
                 self._progress[session.agent_id] = (session.stream, last)
                 self.counters["events_received"] += len(events)
@@ -242,14 +248,13 @@ class ChannelServer:
             raise Refusal(f"the batch holds an event of agent {claimed!r}, but this connection is agent "
                           f"{session.agent_id}")
         try:
-            event = Event.from_dict(obj)
+            return Event.from_dict(obj, agent)
         except EventError as exc:
             self._count("malformed_events")
             log.warning("agent %s sent a malformed event: %s", session.agent_id, exc)
             event = Event(module="vigil", location="channel", timestamp=time.time(), decoder="vigil",
                           data={"vigil": {"module": "channel", "kind": "malformed_input", "error": str(exc)}},
-                          raw=str(obj)[:512])
-        event.agent = agent
+                          raw=str(obj)[:512], agent=agent)
         return event
 
 

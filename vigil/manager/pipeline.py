@@ -11,14 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from vigil.alert import AlertIds, MitreCatalog, build_alert, wazuh_timestamp
 from vigil.errors import EventError
 from vigil.event import Event
 from vigil.manager.analysis.decoders import decode
 from vigil.manager.analysis.engine import Engine, Match, Step
 from vigil.manager.analysis.folding import Folder
-from vigil.manager.outputs.alerts_file import ALERTS_JSON_MARK, AlertsFile
+from vigil.manager.outputs.alerts_file import AlertsFile
 from vigil.manager.outputs.store import Store
+from vigil.manager.outputs.writer import LocalOutputs, Outputs, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +90,23 @@ def _analysis_failure(event: Event, exc: Exception) -> Event:
 
 
 class Pipeline:
-    """Serialises analysis and output so alerts and checkpoints are stored in event order."""
+    """Serialises analysis and output so alerts and checkpoints are stored in event order.
+
+    Analysis and the hand-over to the outputs happen under one lock, in order; waiting for the write
+    to be durable happens outside it, so with a writer process the next batch is analysed meanwhile.
+    """
 
     def __init__(
         self, analyzer: Analyzer, folder: Folder, store: Store | None, alerts_file: AlertsFile | None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, outputs: Outputs | None = None,
     ) -> None:
         self.analyzer = analyzer
         self.folder = folder
-        self.store = store
-        self.alerts_file = alerts_file
+        self.outputs: Outputs = outputs or LocalOutputs(store, alerts_file)
         self.clock = clock
         self.stats = Stats()
         self._lock = threading.Lock()
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
-        self._json_mark: int | None = None
 
     def on_alert(self, listener: Callable[[dict[str, Any]], None]) -> None:
         self._listeners.append(listener)
@@ -110,8 +115,8 @@ class Pipeline:
         """Analyse one event and make its alerts (and `state`, e.g. a checkpoint) durable together."""
         with self._lock:
             out = self._analyse(event, self.clock())
-            self._write(out, state)
-            return out
+            ticket = self._submit(out, state)
+        return self._finish(ticket, out)
 
     def process_batch(self, events: list[Event], state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Analyse a batch from an agent and store its alerts and `state` (how far the agent got) in one
@@ -121,8 +126,8 @@ class Pipeline:
             out: list[dict[str, Any]] = []
             for event in events:
                 out.extend(self._analyse(event, now))
-            self._write(out, state)
-            return out
+            ticket = self._submit(out, state)
+        return self._finish(ticket, out)
 
     def _analyse(self, event: Event, now: float) -> list[dict[str, Any]]:
         self.stats.events += 1
@@ -158,14 +163,14 @@ class Pipeline:
         """Close fold windows that have ended; called about once a second."""
         with self._lock:
             out = self._summaries(self.folder.expire(self.clock()))
-            self._write(out, None)
-            return out
+            ticket = self._submit(out, None)
+        return self._finish(ticket, out)
 
     def drain(self) -> list[dict[str, Any]]:
         with self._lock:
             out = self._summaries(self.folder.drain())
-            self._write(out, None)
-            return out
+            ticket = self._submit(out, None)
+        return self._finish(ticket, out)
 
     def _summaries(self, closed: list[Any]) -> list[dict[str, Any]]:
         out = []
@@ -183,21 +188,20 @@ class Pipeline:
             out.append(summary)
         return out
 
-    def _write(self, alerts: list[dict[str, Any]], state: dict[str, Any] | None) -> None:
-        # The store first (alerts and checkpoint in one transaction), then alerts.json. The commit also
-        # records how far alerts.json had got, so a crash between the two is mended at the next start
-        # (recover_alerts_file) instead of replaying the event and writing its alerts twice.
-        last = None
-        if self.store is not None and (alerts or state):
-            if self.alerts_file is not None and self._json_mark is not None:
-                state = {**(state or {}), ALERTS_JSON_MARK: self._json_mark}
-            last = self.store.commit(alerts, state)
-        if self.alerts_file is not None:
-            self.alerts_file.write(alerts)
-            if last is not None:
-                self._json_mark = last
+    def _submit(self, alerts: list[dict[str, Any]], state: dict[str, Any] | None) -> Ticket | None:
+        """Hand alerts and state to the outputs (the lock held, so they are stored in this order)."""
         for alert in alerts:
             self.stats.alerts += 1
             self.stats.by_level[alert["rule"]["level"]] += 1
+        if not alerts and not state:
+            return None
+        return self.outputs.submit(alerts, [orjson.dumps(a) for a in alerts], state)
+
+    def _finish(self, ticket: Ticket | None, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Wait until durable (raises WriterError if not), then tell the listeners."""
+        if ticket is not None:
+            ticket.wait()
+        for alert in alerts:
             for listener in self._listeners:
                 listener(alert)
+        return alerts

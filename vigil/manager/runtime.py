@@ -11,7 +11,7 @@ from typing import Any
 
 from vigil import __version__
 from vigil.agent.modules.base import Module
-from vigil.agent.modules.docker.collector import CHECKPOINT_KEY, IMAGES_KEY, DockerModule
+from vigil.agent.modules.docker.collector import CHECKPOINT_KEY, IMAGES_KEY, DockerModule, starting_state
 from vigil.agent.runtime import Supervisor
 from vigil.api.backend import CommandFailed, Metric
 from vigil.config import VigilConfig
@@ -29,12 +29,16 @@ class AllInOne:
         self.core = AnalysisCore(config)
         self.started = self.core.started
         self.rules = self.core.rules
+        assert self.core.store is not None  # in-process outputs: the Docker module's checkpoint is read here
         self.store = self.core.store
         self.pipeline = self.core.pipeline
         self.agent = AgentRef(config.agent.id, config.agent.name, config.agent.ip)
         modules: list[Module] = []
         if config.docker.enabled:
             saved = {key: self.store.get_state(key) for key in (CHECKPOINT_KEY, IMAGES_KEY)}
+            if (initial := starting_state(saved)) is not None:
+                self.store.commit([], initial)
+                saved.update(initial)
             modules.append(DockerModule(config.docker, self.agent, self.pipeline.process, saved))
         self.supervisor = Supervisor(modules)
 

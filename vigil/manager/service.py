@@ -19,6 +19,7 @@ from vigil.manager.analysis.rule_loader import LoadedRules
 from vigil.manager.core import AnalysisCore
 from vigil.manager.enrollment import EnrollmentServer
 from vigil.manager.ingest import ChannelServer, ChannelSettings
+from vigil.manager.outputs.writer import WriterError
 from vigil.manager.pki import ManagerPKI
 from vigil.manager.registry import AgentRecord, AgentRegistry
 from vigil.manager.sessions import Session, Sessions
@@ -45,7 +46,7 @@ def read_secret(path: Path) -> str | None:
 class Manager:
     def __init__(self, config: VigilConfig) -> None:
         self.config = config
-        self.core = AnalysisCore(config)
+        self.core = AnalysisCore(config, writer_process=True)
         self.registry = AgentRegistry(config.data_dir / "agents.db")
         try:
             self.pki = ManagerPKI.load_or_create(config.data_dir / "pki", config.manager.server_names)
@@ -58,7 +59,7 @@ class Manager:
         self.sessions = Sessions(self._agent_changed)
         self.channel = ChannelServer(
             self.pki.server_context(require_client_cert=True), self.registry, self.sessions,
-            self.core.pipeline.process_batch, self.core.store.get_state,
+            self.core.pipeline.process_batch, self.core.get_state,
             ChannelSettings(config.manager.keepalive_seconds, config.manager.max_frame_bytes),
         )
         self.ports: dict[str, int] = {}
@@ -98,8 +99,11 @@ class Manager:
         """Connections, disconnections and removals are events too, analysed like any other (rules 501-505)."""
         data = {"vigil": {"module": "channel", "kind": kind, "agent_id": agent.id, "agent_name": agent.name,
                           **extra}}
-        self.core.pipeline.process(Event(module="vigil", location="channel", timestamp=time.time(),
-                                         decoder="vigil", agent=agent, data=data))
+        try:
+            self.core.pipeline.process(Event(module="vigil", location="channel", timestamp=time.time(),
+                                             decoder="vigil", agent=agent, data=data))
+        except WriterError as exc:
+            log.error("could not store the %s event of agent %s: %s", kind, agent.id, exc)
 
     # --- Backend for the API ---
     @property

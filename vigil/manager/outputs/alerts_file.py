@@ -30,9 +30,13 @@ class AlertsFile:
         self._lock = threading.Lock()
 
     def write(self, alerts: list[dict[str, Any]]) -> None:
-        if not alerts:
+        self.write_serialised([orjson.dumps(a) for a in alerts])
+
+    def write_serialised(self, bodies: list[bytes]) -> None:
+        """Alerts already turned into JSON (the store was given the same bytes)."""
+        if not bodies:
             return
-        payload = b"".join(orjson.dumps(a) + b"\n" for a in alerts)
+        payload = b"\n".join(bodies) + b"\n"
         with self._lock:
             view = memoryview(payload)
             while view:

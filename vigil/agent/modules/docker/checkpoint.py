@@ -16,6 +16,9 @@ class Checkpoint:
 
     time_nano: int = 0
     seen: set[str] = field(default_factory=set)
+    # When the module first started, stored before any event: until one is handled, the stream is
+    # followed from there (after a restart too). It filters nothing out by itself.
+    start_nano: int = 0
 
     def is_new(self, time_nano: int, digest: str) -> bool:
         if time_nano > self.time_nano:
@@ -31,23 +34,29 @@ class Checkpoint:
 
     def advanced(self, time_nano: int, digest: str) -> Checkpoint:
         """A copy moved past one event, to be stored with its alerts before this one moves."""
-        moved = Checkpoint(self.time_nano, set(self.seen))
+        moved = Checkpoint(self.time_nano, set(self.seen), self.start_nano)
         moved.advance(time_nano, digest)
         return moved
 
     def since(self) -> str | None:
-        """The `since` argument for the engine: seconds with nanoseconds, or None when nothing was handled yet."""
-        return since_text(self.time_nano) if self.time_nano > 0 else None
+        """The `since` argument for the engine: seconds with nanoseconds, or None with neither an event nor a start."""
+        if self.time_nano > 0:
+            return since_text(self.time_nano)
+        return since_text(self.start_nano) if self.start_nano > 0 else None
 
     def to_state(self) -> dict[str, Any]:
-        return {"time_nano": self.time_nano, "seen": sorted(self.seen)}
+        state: dict[str, Any] = {"time_nano": self.time_nano, "seen": sorted(self.seen)}
+        if self.start_nano:
+            state["start_nano"] = self.start_nano
+        return state
 
     @classmethod
     def from_state(cls, state: Any) -> Checkpoint:
         if not isinstance(state, dict):
             return cls()
         try:
-            return cls(int(state.get("time_nano", 0)), {str(s) for s in state.get("seen", [])})
+            return cls(int(state.get("time_nano", 0)), {str(s) for s in state.get("seen", [])},
+                       int(state.get("start_nano", 0)))
         except (TypeError, ValueError):
             return cls()
 

@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "docker.checkpoint"
 IMAGES_KEY = "docker.images"
+
+
+def starting_state(saved: dict[str, Any]) -> dict[str, Any] | None:
+    """On the very first start, a checkpoint at this moment, for the runtime to store before the module runs.
+
+    Without it, an agent stopped before its first event would start again from its new start time
+    and miss what happened on the engine while it was down."""
+    if Checkpoint.from_state(saved.get(CHECKPOINT_KEY)).since() is not None:
+        return None
+    return {CHECKPOINT_KEY: Checkpoint(start_nano=time.time_ns()).to_state()}
+
+
 _CONNECTION_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError, ConnectionError)
 
 
@@ -98,7 +110,7 @@ class DockerModule:
                     client.close()
 
     def _follow(self, client: docker.DockerClient, stop: threading.Event) -> None:
-        resume_from = self.checkpoint.time_nano
+        resume_from = self.checkpoint.time_nano or self.checkpoint.start_nano
         connected_at = time.time_ns()
         replayed = 0
         first_replayed: int | None = None
