@@ -125,6 +125,9 @@ class ChannelServer:
                     send(tls, {"t": "error", "error": str(exc)}, timeout=2)
             except (OSError, ssl.SSLError, EOFError) as exc:
                 reason = f"connection lost ({type(exc).__name__})" if not isinstance(exc, EOFError) else "closed"
+            except Exception as exc:  # a fault here ends this connection only; the agent resends what was not acked
+                log.exception("agent channel: connection from %s failed", ip)
+                reason = f"manager error ({type(exc).__name__})"
             finally:
                 if session is not None:
                     self.sessions.detach(session, reason)
