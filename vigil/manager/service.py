@@ -124,6 +124,8 @@ class Manager:
             "enrollment": {"port": self.ports.get("enrollment"), "enrolled": self.enrollment.enrolled,
                            "refused": self.enrollment.refused},
             "modules": {},
+            "writer": {"pid": getattr(self.core.outputs, "pid", None),
+                       "restarts": getattr(self.core.outputs, "restarts", 0)},
         }
 
     def _describe(self, record: AgentRecord) -> dict[str, Any]:

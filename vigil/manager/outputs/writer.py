@@ -9,7 +9,6 @@ acknowledges a batch after that, never before.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -128,6 +127,7 @@ class WriterProcess:
     def __init__(self, db_path: Path, alerts_json: Path | None) -> None:
         self._args = (str(db_path), str(alerts_json) if alerts_json else None)
         self._lock = threading.Lock()
+        self._order = threading.Lock()
         self._pending: deque[Ticket] = deque()
         self.restarts = 0
         self._broken: str | None = None
@@ -161,22 +161,29 @@ class WriterProcess:
                                         daemon=True)
         self._reader.start()
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (for `vigil status` and for tests that kill it)."""
+        return self._process.pid
+
     def submit(self, alerts: list[dict[str, Any]], bodies: list[bytes], state: dict[str, Any] | None) -> Ticket:
-        """Queue a write; the caller keeps submissions in the order they must be stored."""
+        """Queue a write. `_order` keeps tickets and requests in one order; `_lock` is not held while
+        waiting for room in the queue, so answers can still be matched to tickets meanwhile."""
         ticket = Ticket()
-        with self._lock:
-            if self._broken is not None:
-                try:
-                    self._start()
-                except VigilError as exc:
-                    ticket.finish(None, f"{self._broken}; restarting it failed: {exc}")
-                    return ticket
-                self.restarts += 1
-                log.warning("alert writer process restarted (%d restarts)", self.restarts)
-            self._pending.append(ticket)
-            conn = self._conn
-        # The columns are made here (cheap lookups); parsing the JSON again in the child costs more.
-        self._outbox.put((conn, (alert_rows(alerts, bodies), state)))  # blocks when QUEUE_BATCHES wait
+        with self._order:
+            with self._lock:
+                if self._broken is not None:
+                    try:
+                        self._start()
+                    except VigilError as exc:
+                        ticket.finish(None, f"{self._broken}; restarting it failed: {exc}")
+                        return ticket
+                    self.restarts += 1
+                    log.warning("alert writer process restarted (%d restarts)", self.restarts)
+                self._pending.append(ticket)
+                conn = self._conn
+            # The columns are made here (cheap lookups); parsing the JSON again in the child costs more.
+            self._outbox.put((conn, (alert_rows(alerts, bodies), state)))  # blocks when QUEUE_BATCHES wait
         return ticket
 
     def _send_requests(self) -> None:
@@ -220,8 +227,10 @@ class WriterProcess:
         with self._lock:
             self._closing = True
             self._broken = "the alert writer is closed"
-            with contextlib.suppress(OSError, ValueError):
-                self._conn.send(None)
+            conn = self._conn
+        self._outbox.put((conn, None))  # behind everything already queued: the child stops after it
+        self._outbox.put(None)  # and then the sender thread
+        self._sender.join(30)
         self._process.join(30)
         if self._process.is_alive():
             log.error("the alert writer process did not stop within 30 s; killing it")
