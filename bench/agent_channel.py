@@ -488,22 +488,19 @@ def run_ingest(root: Path, mode: str, duration: float, prefill_total: int, rate:
         readies = [a.ready() for a in agents]
         prefill_seconds = max(r["prefill_seconds"] for r in readies)
         pids = [a.child.pid for a in agents if a.child is not None]
-        base_received = int(manager.health()["channel"].get("events_received", 0))
-        cpu0_m = tree_cpu_seconds(manager.child.pid)
-        cpu0_a = sum(cpu_seconds(p) for p in pids)
-        cpu0 = machine_busy_seconds()
-        for a in agents:
-            assert a.child is not None
-            a.child.signal(signal.SIGUSR1)
-        if mode == "live":  # connect first, then load: the clock starts with the load
-            wait_for("10 agents connected", lambda: manager.health()["agents"]["connected"] == AGENTS, 60)
-            base_received = int(manager.health()["channel"].get("events_received", 0))
-            cpu0_m = tree_cpu_seconds(manager.child.pid)
-            cpu0_a = sum(cpu_seconds(p) for p in pids)
-            cpu0 = machine_busy_seconds()
+        def start_clock(sig: signal.Signals) -> tuple[int, float, float, float]:
+            """Counters and CPU times at the start of the measurement, then the agents are signalled."""
+            base = (int(manager.health()["channel"].get("events_received", 0)), tree_cpu_seconds(manager.child.pid),
+                    sum(cpu_seconds(p) for p in pids), machine_busy_seconds())
             for a in agents:
                 assert a.child is not None
-                a.child.signal(signal.SIGUSR2)
+                a.child.signal(sig)
+            return base
+
+        base_received, cpu0_m, cpu0_a, cpu0 = start_clock(signal.SIGUSR1)
+        if mode == "live":  # connect first, then load: the clock starts with the load
+            wait_for("10 agents connected", lambda: manager.health()["agents"]["connected"] == AGENTS, 60)
+            base_received, cpu0_m, cpu0_a, cpu0 = start_clock(signal.SIGUSR2)
         t0 = time.monotonic()
         expected = per_agent * AGENTS
         samples = [Sample(0.0, 0, 0.0, 0.0, 0.0)]

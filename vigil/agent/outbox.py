@@ -16,6 +16,8 @@ import logging
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +88,20 @@ class Outbox:
         with self._lock:
             return self._meta(f"state:{key}")
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One SQLite transaction (the connection is in autocommit mode otherwise); the lock must be held."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def save_state(self, state: dict[str, Any]) -> None:
         """Module state with no event (a starting checkpoint)."""
-        with self._lock, self._db:
+        with self._lock, self._transaction():
             for key, value in state.items():
                 self._set_meta(f"state:{key}", value)
 
@@ -96,8 +109,7 @@ class Outbox:
         """Keep one event (and the module's state after it) durably; False when the bound refused it."""
         body = orjson.dumps(event.to_dict())
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 kept = self.depth < self.max_events
                 if kept:
                     self._db.execute("INSERT INTO events(body) VALUES (?)", (body,))
@@ -106,10 +118,6 @@ class Outbox:
                     self._set_meta("dropped_total", self.dropped_total + 1)
                 for key, value in (state or {}).items():
                     self._set_meta(f"state:{key}", value)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             if kept:
                 self.depth += 1
                 self.events_put += 1
@@ -155,14 +163,9 @@ class Outbox:
             if count == 0 or self.depth >= self.max_events:
                 return 0
             body = orjson.dumps(make_event(count).to_dict())
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 self._db.execute("INSERT INTO events(body) VALUES (?)", (body,))
                 self._set_meta("dropped", 0)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self.dropped = 0
             self.depth += 1
             self.has_events.set()

@@ -245,8 +245,8 @@ class ChannelServer:
         send(tls, {"t": "ack", "seq": last})
 
     def _event(self, obj: Any, session: Session, agent: AgentRef) -> Event:
-        claimed = obj.get("agent", {}).get("id") if isinstance(obj, dict) and isinstance(obj.get("agent"), dict) \
-            else None
+        sender = obj.get("agent") if isinstance(obj, dict) else None
+        claimed = sender.get("id") if isinstance(sender, dict) else None
         if claimed is not None and claimed != session.agent_id:
             raise Refusal(f"the batch holds an event of agent {claimed!r}, but this connection is agent "
                           f"{session.agent_id}")

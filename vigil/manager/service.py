@@ -73,7 +73,7 @@ class Manager:
         self.ports["channel"] = self.channel.start(m.listen_host, m.channel_port)
 
     def stop(self) -> None:
-        if self.core.stopping.is_set():
+        if self._stopping:
             return
         self._stopping = True
         self.enrollment.stop()
@@ -82,7 +82,7 @@ class Manager:
         self.registry.close()
 
     def _agent_changed(self, kind: str, session: Session, reason: str) -> None:
-        if self.core.stopping.is_set() or self._stopping:
+        if self._stopping:
             return  # the manager is going down: not the agent's doing, and the store may be closed
         record = self.registry.get(session.agent_id)
         first = kind == "connected" and record is not None and record.last_seen is None

@@ -54,9 +54,9 @@ class Session:
         modules = message.get("modules")
         if isinstance(modules, list):
             self.modules = [str(m)[:64] for m in modules[:50]]
-        for key, attr in (("outbox_depth", "outbox_depth"), ("dropped", "dropped")):
+        for key in ("outbox_depth", "dropped"):
             if isinstance(message.get(key), int):
-                setattr(self, attr, message[key])
+                setattr(self, key, message[key])
 
     def resolve(self, message: dict[str, Any]) -> None:
         waiter = self.waiters.pop(str(message.get("id")), None)

@@ -167,8 +167,7 @@ class Store:
 
     def get_state(self, key: str) -> Any:
         with self._lock:
-            row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
-        return orjson.loads(row[0]) if row else None
+            return _read_state(self._conn, key)
 
 
 class AlertReader:
@@ -204,8 +203,12 @@ class AlertReader:
 
     def get_state(self, key: str) -> Any:
         with self._lock:
-            row = self._conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
-        return orjson.loads(row[0]) if row else None
+            return _read_state(self._conn, key)
+
+
+def _read_state(conn: sqlite3.Connection, key: str) -> Any:
+    row = conn.execute("SELECT value FROM state WHERE key=?", (key,)).fetchone()
+    return orjson.loads(row[0]) if row else None
 
 
 def _where(q: AlertQuery) -> tuple[str, list[Any]]:
