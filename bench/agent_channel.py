@@ -13,8 +13,10 @@ agent, a counter and the wall-clock time of its making.
 Parts:
 
 1. **ingest, backlog** (the target; part `ingest`): each of 10 agents first fills its outbox with
-   20,000 x duration / 10 events through `Outbox.put` (not timed), then all connect at once and the
-   manager drains them; the target is met when all are in within the duration (60 s: 1,200,000).
+   2 x 20,000 x duration / 10 events through `Outbox.put` (not timed), then all connect at once and
+   the manager drains them; the target is met when the backlog outlasts the duration and the rate
+   over it is at least 20,000 events/s (60 s: 1,200,000 of the 2,400,000 in by then), with no loss
+   once all are in. Events are stamped with the time they are made, as a live engine stamps them.
    This measures what one manager ingests, analyses and stores when agents send as fast as it takes,
    while the 10 agent processes (uplinks reading SQLite and sending) share this 2-core machine with
    it. The manager's `channel.events_received` (GET /health, counted after a batch is committed) is
@@ -70,6 +72,7 @@ FIXTURE = ROOT.parent / "shared/fixtures/docker/session-raw.jsonl"
 PYTHON = sys.executable
 MAX_EVENT_BYTES = 1024 * 1024
 TARGET_INGEST = 20_000  # events/s, 10 agents, 60 s, no loss
+BACKLOG = 2  # the outboxes hold twice the target's events, so a faster manager is still busy for 60 s
 TARGET_IDLE_MB = 60.0
 TARGET_P99_MS = 500.0
 AGENTS = 10
@@ -97,9 +100,13 @@ class LoadModule:
         self.finished: float | None = None
 
     def make(self, n: int) -> Any:
-        obj = self.objs[n % len(self.objs)]
+        # Stamped now, as the engine stamps a live event: replaying the fixture's own times would make
+        # every 406th event go back in time, which no host does and which scatters the store's
+        # time index (BENCHMARKS.md, agent channel).
+        now_ns = time.time_ns()
+        obj = {**self.objs[n % len(self.objs)], "time": now_ns // 1_000_000_000, "timeNano": now_ns}
         return normalize.build_event(obj, self.agent, {"bench": {"agent": self.agent.name, "n": n,
-                                                                 "t": time.time()}})
+                                                                 "t": now_ns / 1e9}})
 
     def run(self, stop: threading.Event) -> None:
         while not self.go.wait(0.05):
@@ -714,10 +721,14 @@ def ingest_rows(r: IngestResult) -> tuple[list[list[str]], list[list[str]]]:
     if r.mode == "backlog":
         overall = r.total_received / end if end > 0 else 0.0
         summary.append(["rate over the whole drain", f"{overall:,.0f} events/s"])
-        met = ok and r.total_sent >= TARGET_INGEST * r.duration and end <= r.duration + 0.5
-        summary.append([f"target ≥ {TARGET_INGEST:,} events/s for {r.duration:.0f} s, no loss "
-                        f"({TARGET_INGEST * r.duration:,.0f} events in ≤ {r.duration:.0f} s)",
-                        f"{'PASS' if met else 'FAIL'} ({overall:,.0f} events/s, loss {r.loss})"])
+        # Sustained: the backlog outlasts the duration, so the manager was busy all of it.
+        busy = end >= r.duration
+        met = ok and busy and sustained >= TARGET_INGEST
+        detail = f"{sustained:,.0f} events/s over the first {window:.0f} s, loss {r.loss}"
+        if not busy:
+            detail += "; the backlog ran out first: prefill more"
+        summary.append([f"target ≥ {TARGET_INGEST:,} events/s sustained for {r.duration:.0f} s, no loss",
+                        f"{'PASS' if met else 'FAIL'} ({detail})"])
     return windows, summary
 
 
@@ -780,9 +791,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console = Console()
     if args.quick:
-        duration, prefill, live_rate, idle, lat_duration = 5.0, TARGET_INGEST * 5, 1000.0, 3.0, 5.0
+        duration, prefill, live_rate, idle, lat_duration = 5.0, TARGET_INGEST * 5 * BACKLOG, 1000.0, 3.0, 5.0
     else:
-        duration, prefill, live_rate, idle, lat_duration = 60.0, TARGET_INGEST * 60, 2000.0, 10.0, 30.0
+        duration, prefill, live_rate, idle, lat_duration = 60.0, TARGET_INGEST * 60 * BACKLOG, 2000.0, 10.0, 30.0
     host, code, head = machine(), source_digest(), git_head()
     command = ".venv/bin/python bench/agent_channel.py" + (" --quick" if args.quick else "") + (
         f" --parts {args.parts}" if parts != {"ingest", "memory"} else "")

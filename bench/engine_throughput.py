@@ -5,7 +5,7 @@
 Each raw event line of the captured session (../shared/fixtures/docker/session-raw.jsonl), repeated
 until N events, goes exactly the way the manager takes it:
 
-    bytes -> normalize.parse_event -> normalize.build_event -> Analyzer.analyse -> orjson.dumps(alert)
+    bytes -> normalize.parse_event -> normalize.build_event -> Analyzer.analyse -> encode_alert(alert)
 
 in one thread, after a warm-up, timed with time.perf_counter per chunk of 50,000 events; the target
 is judged on the median chunk (see `measure` for why). Two variants:
@@ -41,12 +41,11 @@ from itertools import cycle, islice
 from pathlib import Path
 from typing import Any
 
-import orjson
 from rich.console import Console
 from rich.table import Table
 
 from vigil.agent.modules.docker import normalize
-from vigil.alert import AlertIds, MitreCatalog, build_alert
+from vigil.alert import AlertIds, MitreCatalog, build_alert, encode_alert
 from vigil.event import AgentRef, Event
 from vigil.manager.analysis.conditions import compare_number, in_networks
 from vigil.manager.analysis.engine import Engine
@@ -131,7 +130,7 @@ def make_event(line: bytes, enrich_exec: bool) -> Event:
 
 def vigil_handler(analyzer: Analyzer, enrich_exec: bool) -> Handler:
     analyse = analyzer.analyse
-    dumps = orjson.dumps
+    dumps = encode_alert
 
     def handle(line: bytes) -> int:
         alert = analyse(make_event(line, enrich_exec)).alert
@@ -224,7 +223,7 @@ def naive_rules(rules: Iterable[Rule]) -> list[NaiveRule]:
 def baseline_handler(rules: list[NaiveRule], mitre: MitreCatalog, enrich_exec: bool) -> Handler:
     """Same parse, same alert building and serialisation; the matching tries every rule."""
     ids = AlertIds()
-    dumps = orjson.dumps
+    dumps = encode_alert
 
     def handle(line: bytes) -> int:
         event = make_event(line, enrich_exec)

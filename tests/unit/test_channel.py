@@ -30,7 +30,7 @@ from vigil.config import VigilConfig
 from vigil.manager.pki import ManagerPKI
 from vigil.manager.service import Manager
 from vigil.tls import client_context
-from vigil.wire import FrameReader, frame
+from vigil.wire import HEADER, PACKED_BATCH, FrameReader, batch_frame, frame
 
 from .support import docker_event, docker_obj
 
@@ -85,7 +85,14 @@ class RawAgent:
         return self.receive()
 
     def batch(self, first: int, events: list[dict[str, Any]], stream: str = "s1") -> dict[str, Any]:
+        """A batch as one JSON message, as agents before packed batches send it."""
         self.send({"t": "batch", "stream": stream, "first": first, "events": events})
+        return self.receive()
+
+    def packed(self, first: int, events: list[dict[str, Any] | bytes], stream: str = "s1") -> dict[str, Any]:
+        """A packed batch, as `vigil agent` sends it; bytes go as they are."""
+        bodies = [e if isinstance(e, bytes) else orjson.dumps(e) for e in events]
+        self.sock.sendall(batch_frame(stream, first, bodies))
         return self.receive()
 
     def closed_by_peer(self, timeout: float = 5.0) -> bool:
@@ -166,14 +173,49 @@ def test_the_position_survives_a_manager_restart(manager: Manager, tmp_path: Pat
         restarted.stop()
 
 
+def test_packed_batches_are_announced_stored_and_deduplicated(manager: Manager, tmp_path: Path) -> None:
+    identity = join(manager, tmp_path, "node-1")
+    agent = RawAgent(manager, identity)
+    assert agent.hello()["packed_batches"] is True
+    assert agent.packed(1, [created("p1"), created("p2"), created("p3")]) == {"t": "ack", "seq": 3}
+    assert agent.packed(2, [created("p2"), created("p3"), created("p4")]) == {"t": "ack", "seq": 4}
+    assert agent.batch(5, [created("j5")]) == {"t": "ack", "seq": 5}  # an older agent's JSON batch still works
+    agent.close()
+    names = sorted(a["data"]["docker"]["Actor"]["Attributes"]["name"] for a in alerts_for(manager, 87901))
+    assert names == ["j5", "p1", "p2", "p3", "p4"]
+    assert manager.channel.counters["duplicates_dropped"] == 2
+    assert manager.channel.counters["events_received"] == 5
+
+
+def test_a_broken_event_in_a_packed_batch_becomes_an_alert_and_the_rest_is_stored(
+        manager: Manager, tmp_path: Path) -> None:
+    identity = join(manager, tmp_path, "node-1")
+    agent = RawAgent(manager, identity)
+    agent.hello()
+    answer = agent.packed(1, [created("before"), b'{"v":1,"id":"x","module":"docker",\xff', b"[1, 2]",
+                              created("after")])
+    assert answer == {"t": "ack", "seq": 4}  # each number counts: nothing is asked for again
+    agent.close()
+    names = sorted(a["data"]["docker"]["Actor"]["Attributes"]["name"] for a in alerts_for(manager, 87901))
+    assert names == ["after", "before"]
+    broken = alerts_for(manager, 200001)
+    assert len(broken) == 2 and {a["agent"]["id"] for a in broken} == {"001"}
+    assert "not valid" in broken[0]["data"]["vigil"]["error"] or "unexpected" in broken[0]["data"]["vigil"]["error"]
+    assert broken[0]["full_log"].startswith('{"v":1,"id":"x"')
+    assert "must be an object" in broken[1]["data"]["vigil"]["error"]
+    assert manager.channel.counters["malformed_events"] == 2
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["json", "packed"])
 def test_a_batch_claiming_another_agent_is_refused_whole(manager: Manager, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+                                                          caplog: pytest.LogCaptureFixture, packed: bool) -> None:
     identity = join(manager, tmp_path, "node-1")
     join(manager, tmp_path, "node-2")
     agent = RawAgent(manager, identity)
     agent.hello()
+    send = agent.packed if packed else agent.batch
     with caplog.at_level(logging.WARNING):
-        answer = agent.batch(1, [created("mine"), created("forged", agent_id="002")])
+        answer = send(1, [created("mine"), created("forged", agent_id="002")])
     assert answer["t"] == "error" and "agent '002'" in answer["error"]
     assert agent.closed_by_peer()
     assert alerts_for(manager, 87901) == []
@@ -182,11 +224,23 @@ def test_a_batch_claiming_another_agent_is_refused_whole(manager: Manager, tmp_p
     assert_still_serving(manager, identity, "after-forgery")
 
 
+def _packed(head: bytes, rest: bytes) -> bytes:
+    body = PACKED_BATCH + HEADER.pack(len(head)) + head + rest
+    return HEADER.pack(len(body)) + body
+
+
 @pytest.mark.parametrize(("payload", "reason"), [
     (struct.pack(">I", 10 * 1024 * 1024), "over the limit"),
     (struct.pack(">I", 9) + b"{not json", "not JSON"),
     (struct.pack(">I", 2) + b"[]", "message type"),
-])
+    (struct.pack(">I", 3) + PACKED_BATCH + b"\x00\x00", "too short"),
+    (struct.pack(">I", 18) + PACKED_BATCH + HEADER.pack(100) + b'{"t":"batch"}', "shorter than its head"),
+    (_packed(b'{"t":"hello","count":0}', b""), "head must be a batch"),
+    (_packed(b'{"t":"batch","stream":"s1","first":1,"count":2}', HEADER.pack(2)), "list of event lengths"),
+    (_packed(b'{"t":"batch","stream":"s1","first":1,"count":1}', HEADER.pack(50) + b"{}"), "its lengths say 50"),
+    (_packed(b'{"t":"batch","stream":"s1","first":1,"count":1}', HEADER.pack(2) + b"{}{}"), "its lengths say 2"),
+], ids=["oversize", "not-json", "not-object", "packed-short", "packed-cut-head", "packed-not-batch",
+        "packed-cut-lengths", "packed-cut-event", "packed-trailing-bytes"])
 def test_bad_frames_are_refused(manager: Manager, tmp_path: Path, payload: bytes, reason: str) -> None:
     identity = join(manager, tmp_path, "node-1")
     agent = RawAgent(manager, identity)

@@ -1,12 +1,15 @@
-"""The alert store's agent, group and text columns: filled on commit, and added to databases from before them."""
+"""The alert store's columns: filled on commit, and added to databases from before them."""
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 import orjson
+import pytest
 
+from vigil.manager.outputs import store as store_module
 from vigil.manager.outputs.store import AlertQuery, AlertReader, Store
 
 from .api_support import real_alerts
@@ -68,3 +71,11 @@ def test_commit_keeps_its_contract(tmp_path: Path) -> None:
     assert store.get_state("k") == 2
     assert [a["id"] for _, a in store.alerts_after(3)] == [a["id"] for a in alerts[3:5]]
     store.close()
+
+
+@pytest.mark.parametrize("timestamp", [
+    "2020-09-04T02:24:20.266+0000", "2026-11-27T05:00:01.000+0000", "2026-12-31T23:59:59.999+0000",
+    "2020-09-04T02:24:20.266+0100", "2020-09-04T02:24:20+00:00", "1970-01-01T00:00:00.001+0000",
+])
+def test_stored_times_are_the_alert_timestamps(timestamp: str) -> None:
+    assert store_module._epoch(timestamp) == pytest.approx(datetime.fromisoformat(timestamp).timestamp(), abs=1e-6)

@@ -23,7 +23,7 @@ from typing import Any
 from vigil.agent.outbox import Outbox
 from vigil.errors import VigilError
 from vigil.event import AgentRef, Event
-from vigil.wire import FrameError, FrameReader, batch_frame, send
+from vigil.wire import FrameError, FrameReader, batch_frame, json_batch_frame, send
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class Uplink:
             raise Refused(str(welcome.get("error") or f"unexpected answer {welcome.get('t')!r} to hello"))
         acked: int = welcome["acked"]
         keepalive = float(welcome.get("keepalive_seconds") or 10.0)
+        make_batch = batch_frame if welcome.get("packed_batches") else json_batch_frame  # an older manager
         self.outbox.acknowledge(acked)
         self.connected = True
         self.counters["connections"] += 1
@@ -148,7 +149,7 @@ class Uplink:
                 if pending is None:
                     break
                 tls.settimeout(30)
-                tls.sendall(batch_frame(self.outbox.stream, pending.first, pending.bodies))
+                tls.sendall(make_batch(self.outbox.stream, pending.first, pending.bodies))
                 sent_upto = pending.last
                 inflight.append((pending.last, len(pending.bodies)))
                 self.counters["batches_sent"] += 1

@@ -51,7 +51,7 @@ class AnalysisCore:
             self.outputs = WriterProcess(config.db_path, json_path)
             self._reader: AlertReader | None = AlertReader(config.db_path)
         else:
-            self.store = Store(config.db_path)
+            self.store = Store(config.db_path, background_checkpoints=True)
             alerts_file = AlertsFile(json_path) if json_path is not None else None
             if alerts_file is not None:
                 recover_alerts_file(self.store, alerts_file)

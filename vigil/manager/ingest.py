@@ -17,9 +17,11 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from vigil.errors import EventError
 from vigil.event import AgentRef, Event
@@ -36,7 +38,7 @@ POLL_SECONDS = 0.2
 PROGRESS_KEY = "channel:"
 
 # Stores a batch and the agent's new position in one transaction: process_batch(events, state).
-BatchSink = Callable[[list[Event], dict[str, Any]], Any]
+BatchSink = Callable[[Iterable[Event], dict[str, Any]], Any]
 StateReader = Callable[[str], Any]
 
 
@@ -154,7 +156,7 @@ class ChannelServer:
         session.events_received = record.events_received
         acked = self._position(agent_id, stream)
         send(tls, {"t": "welcome", "agent_id": agent_id, "acked": acked,
-                   "keepalive_seconds": self.settings.keepalive_seconds})
+                   "keepalive_seconds": self.settings.keepalive_seconds, "packed_batches": True})
         self.sessions.attach(session)
         self._remember(session)
         return session, reader
@@ -231,34 +233,40 @@ class ChannelServer:
                 self._count("sequence_gaps")
                 log.warning("agent %s: events %d..%d never arrived (the agent's outbox lost them)",
                             session.agent_id, acked + 1, first - 1)
-            events = [self._event(obj, session, agent) for obj in raw_events[skip:]]
+            # Parsed one by one as the pipeline reaches them (see wire.batch_frame).
+            events = (self._event(obj, session, agent) for obj in raw_events[skip:])
             try:
                 self.sink(events, {PROGRESS_KEY + session.agent_id: {"stream": session.stream, "seq": last}})
             except WriterError as exc:
                 with self._lock:  # stored or not, nobody knows: read the position again next time
                     self._progress.pop(session.agent_id, None)
                 raise Refusal(f"the manager could not store the batch ({exc}); it will be sent again") from None
+            received = len(raw_events) - skip
             with self._lock:
                 self._progress[session.agent_id] = (session.stream, last)
-                self.counters["events_received"] += len(events)
-        session.events_received += len(events)
+                self.counters["events_received"] += received
+        session.events_received += received
         send(tls, {"t": "ack", "seq": last})
 
     def _event(self, obj: Any, session: Session, agent: AgentRef) -> Event:
-        sender = obj.get("agent") if isinstance(obj, dict) else None
-        claimed = sender.get("id") if isinstance(sender, dict) else None
-        if claimed is not None and claimed != session.agent_id:
-            raise Refusal(f"the batch holds an event of agent {claimed!r}, but this connection is agent "
-                          f"{session.agent_id}")
+        """One envelope (parsed, or its JSON from a packed batch) as an Event; a malformed one becomes
+        an event saying so, so it is seen and its sequence number still counts."""
         try:
+            if isinstance(obj, bytes):
+                obj = orjson.loads(obj)
+            sender = obj.get("agent") if isinstance(obj, dict) else None
+            claimed = sender.get("id") if isinstance(sender, dict) else None
+            if claimed is not None and claimed != session.agent_id:
+                raise Refusal(f"the batch holds an event of agent {claimed!r}, but this connection is agent "
+                              f"{session.agent_id}")
             return Event.from_dict(obj, agent)
-        except EventError as exc:
+        except (EventError, orjson.JSONDecodeError) as exc:
             self._count("malformed_events")
             log.warning("agent %s sent a malformed event: %s", session.agent_id, exc)
-            event = Event(module="vigil", location="channel", timestamp=time.time(), decoder="vigil",
-                          data={"vigil": {"module": "channel", "kind": "malformed_input", "error": str(exc)}},
-                          raw=str(obj)[:512], agent=agent)
-        return event
+            raw = obj.decode("utf-8", "replace") if isinstance(obj, bytes) else str(obj)
+            return Event(module="vigil", location="channel", timestamp=time.time(), decoder="vigil",
+                         data={"vigil": {"module": "channel", "kind": "malformed_input", "error": str(exc)}},
+                         raw=raw[:512], agent=agent)
 
 
 def _serial(tls: ssl.SSLSocket) -> str:

@@ -7,20 +7,18 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from vigil.alert import AlertIds, MitreCatalog, build_alert, wazuh_timestamp
+from vigil.alert import AlertIds, MitreCatalog, build_alert, encode_alert, wazuh_timestamp
 from vigil.errors import EventError
 from vigil.event import Event
 from vigil.manager.analysis.decoders import decode
 from vigil.manager.analysis.engine import Engine, Match, Step
 from vigil.manager.analysis.folding import Folder
 from vigil.manager.outputs.alerts_file import AlertsFile
-from vigil.manager.outputs.store import Store
+from vigil.manager.outputs.store import Columns, Store, alert_columns
 from vigil.manager.outputs.writer import LocalOutputs, Outputs, Ticket
 
 log = logging.getLogger(__name__)
@@ -79,6 +77,23 @@ class Analyzer:
         return Analysed(decoded.name, decoded.fields.data, match, alert, trace)
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Alerts on their way to the outputs: as stored (columns and JSON), and as objects if `keep`."""
+
+    keep: bool
+    columns: list[Columns] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, alerts: list[dict[str, Any]]) -> None:
+        for alert in alerts:
+            self.columns.append(alert_columns(alert))
+            self.bodies.append(encode_alert(alert))
+            if self.keep:
+                self.kept.append(alert)
+
+
 def _analysis_failure(event: Event, exc: Exception) -> Event:
     """An internal event standing for one that analysis could not handle, so it is seen, not lost."""
     return Event(
@@ -114,20 +129,27 @@ class Pipeline:
     def process(self, event: Event, state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Analyse one event and make its alerts (and `state`, e.g. a checkpoint) durable together."""
         with self._lock:
-            out = self._analyse(event, self.clock())
-            ticket = self._submit(out, state)
-        return self._finish(ticket, out)
+            batch = _Batch(keep=True)
+            batch.add(self._analyse(event, self.clock()))
+            ticket = self._submit(batch, state)
+        return self._finish(ticket, batch.kept)
 
-    def process_batch(self, events: list[Event], state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def process_batch(self, events: Iterable[Event], state: dict[str, Any] | None = None) -> int:
         """Analyse a batch from an agent and store its alerts and `state` (how far the agent got) in one
-        transaction, so a batch is either wholly stored or replayed whole."""
+        transaction, so a batch is either wholly stored or replayed whole. Returns the alerts stored.
+
+        Each alert is serialised as soon as it is made and then let go (unless a listener wants it),
+        so the next event's objects reuse memory still in the CPU's cache: serialising the whole
+        batch afterwards, the same work took half as long again.
+        """
         with self._lock:
             now = self.clock()
-            out: list[dict[str, Any]] = []
+            batch = _Batch(keep=bool(self._listeners))
             for event in events:
-                out.extend(self._analyse(event, now))
-            ticket = self._submit(out, state)
-        return self._finish(ticket, out)
+                batch.add(self._analyse(event, now))
+            ticket = self._submit(batch, state)
+        self._finish(ticket, batch.kept)
+        return len(batch.bodies)
 
     def _analyse(self, event: Event, now: float) -> list[dict[str, Any]]:
         self.stats.events += 1
@@ -162,15 +184,17 @@ class Pipeline:
     def tick(self) -> list[dict[str, Any]]:
         """Close fold windows that have ended; called about once a second."""
         with self._lock:
-            out = self._summaries(self.folder.expire(self.clock()))
-            ticket = self._submit(out, None)
-        return self._finish(ticket, out)
+            batch = _Batch(keep=True)
+            batch.add(self._summaries(self.folder.expire(self.clock())))
+            ticket = self._submit(batch, None)
+        return self._finish(ticket, batch.kept)
 
     def drain(self) -> list[dict[str, Any]]:
         with self._lock:
-            out = self._summaries(self.folder.drain())
-            ticket = self._submit(out, None)
-        return self._finish(ticket, out)
+            batch = _Batch(keep=True)
+            batch.add(self._summaries(self.folder.drain()))
+            ticket = self._submit(batch, None)
+        return self._finish(ticket, batch.kept)
 
     def _summaries(self, closed: list[Any]) -> list[dict[str, Any]]:
         out = []
@@ -188,14 +212,14 @@ class Pipeline:
             out.append(summary)
         return out
 
-    def _submit(self, alerts: list[dict[str, Any]], state: dict[str, Any] | None) -> Ticket | None:
-        """Hand alerts and state to the outputs (the lock held, so they are stored in this order)."""
-        for alert in alerts:
+    def _submit(self, batch: _Batch, state: dict[str, Any] | None) -> Ticket | None:
+        """Hand alerts and state to the outputs; the lock is held, so they are stored in this order."""
+        for columns in batch.columns:
             self.stats.alerts += 1
-            self.stats.by_level[alert["rule"]["level"]] += 1
-        if not alerts and not state:
+            self.stats.by_level[columns[2]] += 1
+        if not batch.bodies and not state:
             return None
-        return self.outputs.submit(alerts, [orjson.dumps(a) for a in alerts], state)
+        return self.outputs.submit(batch.columns, batch.bodies, state)
 
     def _finish(self, ticket: Ticket | None, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Wait until durable (raises WriterError if not), then tell the listeners."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import platform
 import time
@@ -16,6 +15,7 @@ from vigil.agent.runtime import Supervisor
 from vigil.api.backend import CommandFailed, Metric
 from vigil.config import VigilConfig
 from vigil.event import AgentRef
+from vigil.gcpolicy import settle_for_throughput
 from vigil.manager.core import AnalysisCore
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ class AllInOne:
         self.supervisor = Supervisor(modules)
 
     def start(self) -> None:
-        # Rules, indexes and caches live as long as the process: keep them out of the collector's
-        # scans, which otherwise revisit them on every full collection.
-        gc.freeze()
+        settle_for_throughput()
         self.supervisor.start()
         self.core.start()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import secrets
 import time
@@ -15,6 +14,7 @@ from vigil.certs import write_private
 from vigil.config import VigilConfig
 from vigil.errors import VigilError
 from vigil.event import AgentRef, Event
+from vigil.gcpolicy import settle_for_throughput
 from vigil.manager.analysis.rule_loader import LoadedRules
 from vigil.manager.core import AnalysisCore
 from vigil.manager.enrollment import EnrollmentServer
@@ -67,7 +67,7 @@ class Manager:
 
     def start(self) -> None:
         m = self.config.manager
-        gc.freeze()  # rules and indexes live as long as the process: keep them out of collections
+        settle_for_throughput()
         self.core.start()
         self.ports["enrollment"] = self.enrollment.start(m.listen_host, m.enrollment_port)
         self.ports["channel"] = self.channel.start(m.listen_host, m.channel_port)
