@@ -27,7 +27,7 @@ from typing import Any, Self
 import orjson
 import yaml
 
-Alert = dict[str, Any]
+from .vigil_proc import Alert, read_alerts
 
 LOG_TAIL_CHARS = 6000
 
@@ -57,26 +57,6 @@ def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
     except OSError:
         return f"(no log at {path})"
     return text[-chars:]
-
-
-def read_alerts(path: Path) -> list[Alert]:
-    """Every alert in an alerts.json; a last line still being written is left for the next read."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    complete, partial = lines[:-1], lines[-1]
-    alerts = []
-    for number, line in enumerate(complete, 1):
-        if not line.strip():
-            continue
-        try:
-            alerts.append(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            raise AssertionError(f"{path}:{number} is not one JSON alert ({exc}): {line[:300]!r}") from None
-    del partial  # no newline yet: the writer has not finished it
-    return alerts
 
 
 class _Process:

@@ -18,6 +18,26 @@ import yaml
 Alert = dict[str, Any]
 
 
+def read_alerts(path: Path) -> list[Alert]:
+    """Every alert in an alerts.json; a last line still being written is left for the next read."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    complete, partial = lines[:-1], lines[-1]
+    alerts = []
+    for number, line in enumerate(complete, 1):
+        if not line.strip():
+            continue
+        try:
+            alerts.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise AssertionError(f"{path}:{number} is not one JSON alert ({exc}): {line[:300]!r}") from None
+    del partial  # no newline yet: the writer has not finished it
+    return alerts
+
+
 class VigilProcess:
     """`python -m vigil up` on a private data dir and a free API port, pointed at one dockerd."""
 
@@ -80,9 +100,7 @@ class VigilProcess:
 
     # ---- what a user reads ---------------------------------------------------------------------
     def file_alerts(self) -> list[Alert]:
-        if not self.alerts_path.exists():
-            return []
-        return [orjson.loads(line) for line in self.alerts_path.read_bytes().splitlines() if line.strip()]
+        return read_alerts(self.alerts_path)
 
     def headers(self) -> dict[str, str]:
         """The admin key `vigil up` wrote on its first start, as the local CLI sends it."""
