@@ -106,7 +106,7 @@ class MitreCatalog:
 
 def build_alert(
     *, event: Event, rule: Rule, description: str, firedtimes: int, alert_id: str, manager_name: str,
-    decoder: str, decoder_parent: str | None, mitre: MitreCatalog,
+    decoder: str, decoder_parent: str | None, mitre: MitreCatalog, predecoder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     rule_block = mitre.rule_block(rule).copy()
     rule_block["description"] = description
@@ -121,6 +121,8 @@ def build_alert(
         "location": event.location,
         "data": event.data,
     }
+    if predecoder is not None:  # a text line's syslog header, under Wazuh's name
+        alert["predecoder"] = predecoder
     if event.raw is not None and "no_full_log" not in rule.options:
         alert["full_log"] = event.raw
     return alert

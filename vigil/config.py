@@ -90,6 +90,7 @@ class ApiConfig(_Strict):
 
 class AnalysisConfig(_Strict):
     rules_dir: Path | None = Field(None, description="user rules; default: DATA_DIR/rules")
+    decoders_dir: Path | None = Field(None, description="user decoders for text logs; default: DATA_DIR/decoders")
     fold_window_seconds: float = Field(60.0, ge=0, description="0 turns folding of repeated alerts off")
     min_alert_level: int = Field(3, ge=0, le=16, description="lower levels are counted, not alerted")
 
@@ -116,6 +117,10 @@ class VigilConfig(_Strict):
     @property
     def rules_dir(self) -> Path:
         return self.analysis.rules_dir or self.data_dir / "rules"
+
+    @property
+    def decoders_dir(self) -> Path:
+        return self.analysis.decoders_dir or self.data_dir / "decoders"
 
     @property
     def alerts_json_path(self) -> Path:

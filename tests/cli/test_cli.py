@@ -112,3 +112,44 @@ def test_status_when_not_running(tmp_path: Path) -> None:
     result = vigil("status", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "Vigil is not running" in result.stderr
+
+
+AUTH_LINES = (
+    "Mar  1 10:00:00 web-1 sshd[812]: Failed password for root from 203.0.113.9 port 51022 ssh2\n"
+    "Mar  1 10:00:01 web-1 sshd[812]: Accepted password for root from 203.0.113.9 port 51023 ssh2\n"
+    "\x00\xff garbage that no decoder knows \ufffd\n"
+)
+
+
+def test_logtest_takes_log_lines_and_a_users_rule_and_decoder(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "ssh.yml").write_text(
+        "rules:\n  - id: 100200\n    level: 5\n    decoded_as: sshd\n    fields: {outcome: Failed, tried: root}\n"
+        "    description: 'ssh: $(tried) from $(srcip) failed'\n")
+    (tmp_path / "decoders").mkdir()  # the user's decoder replaces the shipped one of the same name
+    (tmp_path / "decoders" / "ssh.yml").write_text(
+        "decoders:\n  - name: sshd-auth-result\n    parent: sshd\n"
+        "    regex: '^(?P<outcome>Failed|Accepted) \\S+ for (?P<tried>\\S+) from (?P<srcip>\\S+)'\n")
+    result = vigil("logtest", "--data-dir", str(tmp_path), "-", stdin=AUTH_LINES)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("Phase 1: decoding") == 3
+    assert "decoder: sshd (child sshd-auth-result)" in out and "program_name: 'sshd'" in out
+    assert "Alert rule 100200 level 5: ssh: root from 203.0.113.9 failed" in out
+    accepted = out.split("Line 2:")[1].split("Line 3:")[0]
+    assert "outcome: 'Accepted'" in accepted and "no alert" in accepted  # the near miss stays quiet
+    assert "decoder: syslog" in out.split("Line 3:")[1]  # garbage: no program, no decoder, no crash
+    alerts = [json.loads(line) for line in vigil("logtest", "--json", "--data-dir", str(tmp_path), "-",
+                                                 stdin=AUTH_LINES).stdout.splitlines()]
+    assert [a and a["rule"]["id"] for a in alerts] == ["100200", None, None]
+    assert alerts[0]["predecoder"]["hostname"] == "web-1" and alerts[0]["decoder"] == {"parent": "sshd",
+                                                                                      "name": "sshd"}
+
+
+def test_a_bad_decoder_file_stops_logtest_with_its_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "decoders").mkdir()
+    bad = tmp_path / "decoders" / "bad.yml"
+    bad.write_text("decoders:\n  - name: x\n    program_name: [x]\n    regex: '(?P<a>'\n")
+    result = vigil("logtest", "--data-dir", str(tmp_path), "-", stdin=AUTH_LINES)
+    assert result.returncode == 2
+    assert f"{bad}:2: decoder x: `regex`: bad regex" in result.stderr and "Traceback" not in result.stderr

@@ -24,9 +24,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from vigil.agent import uplink as uplink_module
 from vigil.agent.enroll import enroll
+from vigil.agent.outbox import Outbox
+from vigil.agent.uplink import Uplink, UplinkSettings
 from vigil.certs import key_pem, new_key, write_private
 from vigil.config import VigilConfig
+from vigil.event import AgentRef, Event
+from vigil.manager import ingest
 from vigil.manager.pki import ManagerPKI
 from vigil.manager.service import Manager
 from vigil.tls import client_context
@@ -363,3 +368,41 @@ def test_a_command_goes_to_the_agent_and_its_answer_comes_back(manager: Manager,
     agent.send({"t": "result", "id": command["id"], "ok": True, "result": {"pong": True}})
     caller.join(5)
     assert answers == [{"pong": True}]
+
+
+@pytest.mark.parametrize("manager_packs", [True, False], ids=["packed", "older-manager"])
+def test_the_agent_uplink_delivers_its_backlog_in_a_format_the_manager_reads(
+        manager: Manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, manager_packs: bool) -> None:
+    packed: list[int] = []
+
+    def packing(stream: str, first: int, bodies: list[bytes]) -> bytes:
+        assert manager_packs, "the agent sent a packed batch to a manager that did not announce them"
+        packed.append(first)
+        return batch_frame(stream, first, bodies)
+
+    monkeypatch.setattr(uplink_module, "batch_frame", packing)
+    if not manager_packs:  # a manager from before packed batches: its welcome does not announce them
+        monkeypatch.setattr(ingest, "ANNOUNCE_PACKED_BATCHES", False)
+    identity = join(manager, tmp_path, "node-1")
+    outbox = Outbox(tmp_path / "outbox.db", 10_000)
+    for i in range(250):
+        assert outbox.put(Event.from_dict(created(f"u{i}")), None)
+    context = client_context((identity / "ca.pem").read_bytes(), identity / "agent.pem", identity / "agent.key")
+    uplink = Uplink(UplinkSettings("127.0.0.1", manager.ports["channel"], batch_max_events=100), context, outbox,
+                    AgentRef("001", "node-1"), lambda: {"name": "node-1", "version": "test", "os": "test",
+                                                        "modules": []}, lambda op, args: {})
+    stop = threading.Event()
+    thread = threading.Thread(target=uplink.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while outbox.depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        uplink.interrupt()
+        thread.join(10)
+    assert outbox.depth == 0 and uplink.counters["batches_sent"] == 3
+    assert packed == ([1, 101, 201] if manager_packs else [])
+    names = [a["data"]["docker"]["Actor"]["Attributes"]["name"] for a in alerts_for(manager, 87901)]
+    assert sorted(names) == sorted(f"u{i}" for i in range(250))

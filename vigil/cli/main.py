@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
@@ -14,6 +15,9 @@ from vigil.cli.agents import agents_app
 from vigil.cli.api_admin import api_app, api_get
 from vigil.cli.common import CONFIG_OPTION, DATA_DIR_OPTION, console, fail, load
 from vigil.errors import VigilError
+
+if TYPE_CHECKING:
+    from vigil.manager.analysis.logtest import LogtestResult
 
 # Commands import what they need when they run: `vigil agent run` on a small node should not carry
 # the analysis engine, the API server or the HTTP client in its memory (BENCHMARKS.md, agent memory).
@@ -147,43 +151,54 @@ def rules_validate(
 
 @app.command()
 def logtest(
-    source: str = typer.Argument("-", help="a file holding one JSON event, or - for standard input"),
+    source: str = typer.Argument("-", help="a file holding one JSON event or log lines, or - for standard input"),
     config: Path | None = CONFIG_OPTION,
     data_dir: Path | None = DATA_DIR_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="print only the alert JSON"),
+    as_json: bool = typer.Option(False, "--json", help="print only the alert JSON, one line per input"),
 ) -> None:
-    """Feed one event and see the decoder, the fields, the rules tried and the alert."""
+    """Feed an event or log lines and see the decoder, the fields, the rules tried and the alert."""
     from vigil.event import AgentRef
-    from vigil.manager.analysis.logtest import event_from_text, flatten, run_logtest
+    from vigil.manager.analysis.logtest import events_from_text, run_logtest
     from vigil.manager.core import build_analyzer, load_ruleset
 
     cfg = load(config, data_dir)
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8", errors="replace")
     try:
         analyzer = build_analyzer(cfg, load_ruleset(cfg))
-        event = event_from_text(text, AgentRef(cfg.agent.id, cfg.agent.name, cfg.agent.ip))
-        result = run_logtest(analyzer, event)
+        events = events_from_text(text, AgentRef(cfg.agent.id, cfg.agent.name, cfg.agent.ip))
+        results = [run_logtest(analyzer, event) for event in events]
     except VigilError as exc:
         raise fail(str(exc)) from None
-    alert = result.analysed.alert
-    if as_json:
-        console.out(orjson.dumps(alert).decode() if alert else "null", highlight=False)
-        return
-    console.print(f"[bold]Phase 1: decoding[/]\n  decoder: {result.analysed.decoder}", highlight=False)
+    for number, result in enumerate(results, 1):
+        if as_json:
+            alert = result.analysed.alert
+            console.out(orjson.dumps(alert).decode() if alert else "null", highlight=False)
+            continue
+        if len(results) > 1:
+            console.print(f"[bold]Line {number}:[/] {result.event.raw}", highlight=False, soft_wrap=True)
+        _show_logtest(result, cfg.analysis.min_alert_level)
+
+
+def _show_logtest(result: LogtestResult, min_alert_level: int) -> None:
+    from vigil.manager.analysis.logtest import flatten
+
+    analysed = result.analysed
+    child = f" (child {analysed.child_decoder})" if analysed.child_decoder else ""
+    console.print(f"[bold]Phase 1: decoding[/]\n  decoder: {analysed.decoder}{child}", highlight=False)
     console.print("[bold]Phase 2: fields[/]")
-    for path, value in flatten(result.analysed.fields):
+    for path, value in flatten(analysed.fields):
         console.print(f"  {path}: {value!r}", highlight=False, soft_wrap=True)
     console.print("[bold]Phase 3: rules tried[/]")
     for step in result.steps:
         console.print(f"  {'  ' * step.depth}{step.rule_id}: {step.outcome}", highlight=False)
-    match = result.analysed.match
+    alert, match = analysed.alert, analysed.match
     if alert is not None:
         console.print(f"[bold]Alert[/] rule {alert['rule']['id']} level {alert['rule']['level']}: "
                       f"{alert['rule']['description']}", highlight=False, soft_wrap=True)
         console.out(orjson.dumps(alert, option=orjson.OPT_INDENT_2).decode(), highlight=False)
     elif match.rule is not None:
         console.print(f"no alert: rule {match.rule.id} matched at level {match.rule.level}, below the alert "
-                      f"level {cfg.analysis.min_alert_level}", highlight=False)
+                      f"level {min_alert_level}", highlight=False)
     else:
         console.print("no alert: no rule matched", highlight=False)
 

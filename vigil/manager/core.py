@@ -14,6 +14,7 @@ from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.folding import Folder
 from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
+from vigil.manager.analysis.text_decoders import TextDecoders, load_decoders, shipped_decoders_dir
 from vigil.manager.outputs.alerts_file import AlertsFile, recover_alerts_file
 from vigil.manager.outputs.store import AlertReader, Store
 from vigil.manager.outputs.writer import LocalOutputs, Outputs, WriterProcess
@@ -27,9 +28,14 @@ def load_ruleset(config: VigilConfig) -> LoadedRules:
     return load_rules([shipped_rules_dir(), config.rules_dir])
 
 
-def build_analyzer(config: VigilConfig, rules: LoadedRules) -> Analyzer:
+def load_text_decoders(config: VigilConfig) -> TextDecoders:
+    """Shipped decoders, then the user's directory (which may add decoders and replace them by name)."""
+    return load_decoders([shipped_decoders_dir(), config.decoders_dir])
+
+
+def build_analyzer(config: VigilConfig, rules: LoadedRules, decoders: TextDecoders | None = None) -> Analyzer:
     return Analyzer(Engine(RuleSet(rules.rules)), MitreCatalog.shipped(), config.manager.name,
-                    config.analysis.min_alert_level)
+                    config.analysis.min_alert_level, decoders if decoders is not None else load_text_decoders(config))
 
 
 class AnalysisCore:

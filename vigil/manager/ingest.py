@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 HANDSHAKE_SECONDS = 10.0
 POLL_SECONDS = 0.2
 PROGRESS_KEY = "channel:"
+ANNOUNCE_PACKED_BATCHES = True  # the welcome tells agents they may send packed batches (wire.batch_frame)
 
 # Stores a batch and the agent's new position in one transaction: process_batch(events, state).
 BatchSink = Callable[[Iterable[Event], dict[str, Any]], Any]
@@ -156,7 +157,7 @@ class ChannelServer:
         session.events_received = record.events_received
         acked = self._position(agent_id, stream)
         send(tls, {"t": "welcome", "agent_id": agent_id, "acked": acked,
-                   "keepalive_seconds": self.settings.keepalive_seconds, "packed_batches": True})
+                   "keepalive_seconds": self.settings.keepalive_seconds, "packed_batches": ANNOUNCE_PACKED_BATCHES})
         self.sessions.attach(session)
         self._remember(session)
         return session, reader

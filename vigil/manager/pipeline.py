@@ -17,6 +17,7 @@ from vigil.event import Event
 from vigil.manager.analysis.decoders import decode
 from vigil.manager.analysis.engine import Engine, Match, Step
 from vigil.manager.analysis.folding import Folder
+from vigil.manager.analysis.text_decoders import TextDecoders
 from vigil.manager.outputs.alerts_file import AlertsFile
 from vigil.manager.outputs.store import Columns, Store, alert_columns
 from vigil.manager.outputs.writer import LocalOutputs, Outputs, Ticket
@@ -37,6 +38,7 @@ class Analysed:
     match: Match
     alert: dict[str, Any] | None
     trace: list[Step] | None = None
+    child_decoder: str | None = None  # for text lines: the child decoder that read the fields
 
 
 @dataclass
@@ -54,8 +56,10 @@ class Stats:
 class Analyzer:
     """Pure analysis: no outputs touched, so logtest and the benchmark use exactly this path."""
 
-    def __init__(self, engine: Engine, mitre: MitreCatalog, manager_name: str, min_level: int) -> None:
+    def __init__(self, engine: Engine, mitre: MitreCatalog, manager_name: str, min_level: int,
+                 text_decoders: TextDecoders | None = None) -> None:
         self.engine = engine
+        self.text_decoders = text_decoders
         self.mitre = mitre
         self.manager_name = manager_name
         self.min_level = min_level
@@ -64,7 +68,7 @@ class Analyzer:
         self.ids = AlertIds()
 
     def analyse(self, event: Event, trace: list[Step] | None = None) -> Analysed:
-        decoded = decode(event)
+        decoded = decode(event, self.text_decoders)
         match = self.engine.match(decoded.name, decoded.fields, event.timestamp, trace)
         alert = None
         rule = match.rule
@@ -72,9 +76,9 @@ class Analyzer:
             alert = build_alert(
                 event=event, rule=rule, description=rule.render_description(decoded.fields), firedtimes=1,
                 alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
-                decoder_parent=decoded.parent, mitre=self.mitre,
+                decoder_parent=decoded.parent, mitre=self.mitre, predecoder=decoded.predecoder,
             )
-        return Analysed(decoded.name, decoded.fields.data, match, alert, trace)
+        return Analysed(decoded.name, decoded.fields.data, match, alert, trace, decoded.child)
 
 
 @dataclass(slots=True)

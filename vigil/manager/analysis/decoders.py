@@ -1,14 +1,19 @@
-"""Decoders turn an event into named fields. Structured sources arrive as JSON already."""
+"""Decoders turn an event into named fields. Structured sources arrive as JSON already; text lines
+(decoder `syslog`) go through the syslog header and the text decoders (`text_decoders.py`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from vigil.errors import EventError
 from vigil.event import Event
 from vigil.manager.analysis.fields import Fields
+from vigil.manager.analysis.text_decoders import TextDecoders
+
+TEXT = "syslog"  # an Event.decoder: a text line with (or without) a syslog header
 
 
 @dataclass(slots=True)
@@ -16,10 +21,15 @@ class Decoded:
     name: str
     parent: str | None
     fields: Fields
+    predecoder: dict[str, Any] | None = None  # a text line's syslog header, as Wazuh's alert shows it
+    child: str | None = None  # the child decoder that matched, for logtest
 
 
-def decode(event: Event) -> Decoded:
-    """Structured events keep their data; a bare JSON line (as fed to logtest) is parsed first."""
+def decode(event: Event, text: TextDecoders | None = None) -> Decoded:
+    """Structured events keep their data; a bare JSON line (as fed to logtest) is parsed first; a text
+    line is decoded, and its fields become the event's data (the alert's `data`, as in Wazuh)."""
+    if event.decoder == TEXT and event.raw is not None and text is not None:
+        return _decode_text(event, event.raw, text)
     data = event.data
     if not data and event.raw is not None and event.decoder == "json":
         try:
@@ -31,3 +41,14 @@ def decode(event: Event) -> Decoded:
         data = parsed
         event.data = data
     return Decoded(name=event.decoder, parent=None, fields=Fields(data, event.raw))
+
+
+def _decode_text(event: Event, raw: str, text: TextDecoders) -> Decoded:
+    line = text.decode(raw)
+    event.data = line.fields
+    predecoder = line.header.fields() or None
+    # Rules see the header's parts (program_name, hostname, ...) beside the decoded fields.
+    fields = Fields({**(predecoder or {}), **line.fields}, raw)
+    name = line.name or TEXT
+    return Decoded(name=name, parent=line.name if line.child else None, fields=fields, predecoder=predecoder,
+                   child=line.child)

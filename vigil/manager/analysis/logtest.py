@@ -1,4 +1,4 @@
-"""`vigil logtest`: one event through decoding and the rules, showing every step (like wazuh-logtest)."""
+"""`vigil logtest`: an event or log lines through decoding and the rules, showing every step (like wazuh-logtest)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 from vigil.agent.modules.docker import normalize
 from vigil.errors import EventError
 from vigil.event import AgentRef, Event
+from vigil.manager.analysis.decoders import TEXT
 from vigil.manager.analysis.engine import Step
 from vigil.manager.pipeline import Analysed, Analyzer
 
@@ -20,6 +21,17 @@ class LogtestResult:
     event: Event
     analysed: Analysed
     steps: list[Step]
+
+
+def events_from_text(text: str, agent: AgentRef) -> list[Event]:
+    """A JSON object is one event; anything else is text, one event per line (like wazuh-logtest)."""
+    if text.lstrip().startswith("{"):
+        return [event_from_text(text, agent)]
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise EventError("no input: give a JSON event or log lines")
+    return [Event(module="logtest", location="logtest", timestamp=time.time(), data={}, decoder=TEXT, raw=line,
+                  agent=agent) for line in lines]
 
 
 def event_from_text(text: str, agent: AgentRef) -> Event:

@@ -1,0 +1,206 @@
+"""Decoders for text log lines: YAML data (DESIGN §3), parent and child, on RE2.
+
+A line first loses its syslog header (`syslog_header.py`). A *parent* decoder is chosen by the
+header's program name (an exact name is a dict lookup; a `program_name_regex` is tried next), or,
+for lines with no program (an nginx access log, dpkg.log), by a `prematch` on the message. Then the
+parent's *children* are tried in file order: the first whose `prematch` and `regex` both find the
+message wins, and its regex's named groups become the fields. As in Wazuh, the alert names the
+parent (`decoder.name`, and `decoder.parent` when a child matched); `vigil logtest` shows the child.
+
+    decoders:
+      - name: sshd
+        program_name: [sshd]
+      - name: sshd-failed-password
+        parent: sshd
+        prematch: '^Failed password for '
+        regex: '^Failed password for (?:invalid user )?(?P<dstuser>\\S+) from (?P<srcip>\\S+) port (?P<srcport>\\d+)'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vigil.errors import LoadError, Problem
+from vigil.manager.analysis.conditions import ConditionError, compile_regex
+from vigil.manager.analysis.syslog_header import SyslogHeader, parse_header
+from vigil.yamlsrc import line_of, load_yaml
+
+KEYS = frozenset({"name", "parent", "program_name", "program_name_regex", "prematch", "regex"})
+
+
+class DecoderLoadError(LoadError):
+    """A decoder file is wrong; nothing was loaded."""
+
+
+@dataclass
+class TextDecoder:
+    name: str
+    parent: str | None
+    program_names: tuple[str, ...]
+    program_name_regex: Any
+    prematch: Any
+    regex: Any
+    fields: tuple[str, ...]  # the regex's named groups, in order
+    where: str  # file:line, for logtest and errors
+    children: list[TextDecoder] = field(default_factory=list)
+
+    def finds(self, message: str) -> dict[str, str] | None:
+        """The fields this decoder reads from `message`, or None when it does not apply."""
+        if self.prematch is not None and self.prematch.search(message) is None:
+            return None
+        if self.regex is None:
+            return {}
+        match = self.regex.search(message)
+        if match is None:
+            return None
+        return {name: value for name, value in match.groupdict().items() if value}  # empty reads as absent
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedLine:
+    """What the decoders made of one line: the family (parent) name, the child that matched, fields."""
+
+    header: SyslogHeader
+    name: str | None
+    child: str | None
+    fields: dict[str, str]
+
+
+class TextDecoders:
+    def __init__(self, decoders: list[TextDecoder]) -> None:
+        self.decoders = decoders
+        parents = [d for d in decoders if d.parent is None]
+        self._by_program: dict[str, TextDecoder] = {}
+        for parent in parents:
+            for program in parent.program_names:
+                self._by_program.setdefault(program, parent)
+        self._by_program_regex = [p for p in parents if p.program_name_regex is not None]
+        self._by_prematch = [p for p in parents if not p.program_names and p.program_name_regex is None]
+
+    def __len__(self) -> int:
+        return len(self.decoders)
+
+    def decode(self, line: str) -> DecodedLine:
+        header = parse_header(line)
+        message = header.message
+        for parent in self._candidates(header):
+            found = parent.finds(message)
+            if found is None:
+                continue
+            for child in parent.children:
+                more = child.finds(message)
+                if more is not None:
+                    return DecodedLine(header, parent.name, child.name, {**found, **more})
+            return DecodedLine(header, parent.name, None, found)
+        return DecodedLine(header, None, None, {})
+
+    def _candidates(self, header: SyslogHeader) -> Iterable[TextDecoder]:
+        program = header.program_name
+        if program is not None:
+            exact = self._by_program.get(program)
+            if exact is not None:
+                yield exact
+            for parent in self._by_program_regex:
+                if parent.program_name_regex.search(program) is not None:
+                    yield parent
+        yield from self._by_prematch
+
+
+def shipped_decoders_dir() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "content" / "decoders"
+
+
+def load_decoders(dirs: Iterable[Path]) -> TextDecoders:
+    """Every `*.yml` in the directories, in order; a later decoder replaces an earlier one of the same
+    name. Raises DecoderLoadError listing every problem; a partial set is never returned."""
+    problems: list[Problem] = []
+    by_name: dict[str, TextDecoder] = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            continue
+        for path in sorted(p for p in directory.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file()):
+            try:
+                doc = load_yaml(path, "decoders")
+            except LoadError as exc:
+                problems.extend(exc.problems)
+                continue
+            for decoder in _read_file(path, doc, problems):
+                by_name[decoder.name] = decoder
+    decoders = list(by_name.values())
+    for decoder in decoders:
+        if decoder.parent is None:
+            continue
+        parent = by_name.get(decoder.parent)
+        if parent is None or parent.parent is not None:
+            what = "is not defined" if parent is None else "is itself a child (one level of children only)"
+            problems.append(Problem(*_split(decoder.where), f"parent {decoder.parent!r} {what}"))
+        else:
+            parent.children.append(decoder)
+    if problems:
+        raise DecoderLoadError("decoders", problems)
+    return TextDecoders(decoders)
+
+
+def _split(where: str) -> tuple[str, int]:
+    file, _, line = where.rpartition(":")
+    return file, int(line)
+
+
+def _read_file(path: Path, doc: Any, problems: list[Problem]) -> list[TextDecoder]:
+    if doc is None:
+        return []
+    if not isinstance(doc, dict) or set(doc) - {"decoders"} or not isinstance(doc.get("decoders"), list):
+        problems.append(Problem(str(path), line_of(doc), "a decoder file holds one key, `decoders`: a list"))
+        return []
+    out = []
+    for spec in doc["decoders"]:
+        try:
+            out.append(_decoder(path, spec))
+        except (ValueError, ConditionError) as exc:
+            problems.append(Problem(str(path), line_of(spec), str(exc)))
+    return out
+
+
+def _decoder(path: Path, spec: Any) -> TextDecoder:
+    if not isinstance(spec, dict):
+        raise ValueError("each decoder is a mapping with at least `name`")
+    unknown = set(spec) - KEYS
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(KEYS))}")
+    name, parent = spec.get("name"), spec.get("parent")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("`name` must be a non-empty string")
+    if parent is not None and not isinstance(parent, str):
+        raise ValueError(f"decoder {name}: `parent` must be a decoder name")
+    programs = spec.get("program_name", [])
+    programs = [programs] if isinstance(programs, str) else programs
+    if not isinstance(programs, list) or not all(isinstance(p, str) and p for p in programs):
+        raise ValueError(f"decoder {name}: `program_name` must be a name or a list of names")
+    patterns = {key: _regex(name, key, spec.get(key)) for key in ("program_name_regex", "prematch", "regex")}
+    if parent is None and not programs and patterns["program_name_regex"] is None and patterns["prematch"] is None:
+        raise ValueError(f"decoder {name}: a parent needs `program_name`, `program_name_regex` or `prematch`")
+    if parent is not None and (programs or patterns["program_name_regex"] is not None):
+        raise ValueError(f"decoder {name}: a child is chosen by its parent's program; give it `prematch` or `regex`")
+    if parent is not None and patterns["prematch"] is None and patterns["regex"] is None:
+        raise ValueError(f"decoder {name}: a child needs `prematch` or `regex`")
+    regex = patterns["regex"]
+    fields = tuple(regex.groupindex) if regex is not None else ()
+    if regex is not None and regex.groups != len(fields):
+        raise ValueError(f"decoder {name}: every group in `regex` must be named, (?P<field>...), or be (?:...)")
+    return TextDecoder(name=name, parent=parent, program_names=tuple(programs),
+                       program_name_regex=patterns["program_name_regex"], prematch=patterns["prematch"],
+                       regex=regex, fields=fields, where=f"{path}:{line_of(spec)}")
+
+
+def _regex(name: str, key: str, pattern: Any) -> Any:
+    if pattern is None:
+        return None
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"decoder {name}: `{key}` must be a regular expression (RE2 syntax)")
+    try:
+        return compile_regex(pattern)
+    except ConditionError as exc:
+        raise ValueError(f"decoder {name}: `{key}`: {exc}") from None
