@@ -124,7 +124,7 @@ AUTH_LINES = (
 def test_logtest_takes_log_lines_and_a_users_rule_and_decoder(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "ssh.yml").write_text(
-        "rules:\n  - id: 100200\n    level: 5\n    decoded_as: sshd\n    fields: {outcome: Failed, tried: root}\n"
+        "rules:\n  - id: 100200\n    level: 7\n    if_sid: 5716\n    fields: {tried: root}\n"
         "    description: 'ssh: $(tried) from $(srcip) failed'\n")
     (tmp_path / "decoders").mkdir()  # the user's decoder replaces the shipped one of the same name
     (tmp_path / "decoders" / "ssh.yml").write_text(
@@ -135,13 +135,13 @@ def test_logtest_takes_log_lines_and_a_users_rule_and_decoder(tmp_path: Path) ->
     out = result.stdout
     assert out.count("Phase 1: decoding") == 3
     assert "decoder: sshd (child sshd-auth-result)" in out and "program_name: 'sshd'" in out
-    assert "Alert rule 100200 level 5: ssh: root from 203.0.113.9 failed" in out
+    assert "Alert rule 100200 level 7: ssh: root from 203.0.113.9 failed" in out
     accepted = out.split("Line 2:")[1].split("Line 3:")[0]
-    assert "outcome: 'Accepted'" in accepted and "no alert" in accepted  # the near miss stays quiet
+    assert "outcome: 'Accepted'" in accepted and "Alert rule 5715 level 3" in accepted  # the near miss
     assert "decoder: syslog" in out.split("Line 3:")[1]  # garbage: no program, no decoder, no crash
     alerts = [json.loads(line) for line in vigil("logtest", "--json", "--data-dir", str(tmp_path), "-",
                                                  stdin=AUTH_LINES).stdout.splitlines()]
-    assert [a and a["rule"]["id"] for a in alerts] == ["100200", None, None]
+    assert [a and a["rule"]["id"] for a in alerts] == ["100200", "5715", None]
     assert alerts[0]["predecoder"]["hostname"] == "web-1" and alerts[0]["decoder"] == {"parent": "sshd",
                                                                                       "name": "sshd"}
 

@@ -16,6 +16,7 @@ from vigil.event import AgentRef, Event
 from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
+from vigil.manager.analysis.text_decoders import TextDecoders, load_decoders, shipped_decoders_dir
 from vigil.manager.pipeline import Analyzer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -44,10 +45,16 @@ def mitre() -> MitreCatalog:
     return MitreCatalog.shipped()
 
 
+@functools.lru_cache(maxsize=1)
+def shipped_decoders() -> TextDecoders:
+    return load_decoders([shipped_decoders_dir()])
+
+
 def analyzer(min_level: int = 3, rules: LoadedRules | None = None) -> Analyzer:
-    """A fresh Analyzer (fresh correlation state) over the shipped rules unless others are given."""
+    """A fresh Analyzer (fresh correlation state) over the shipped rules unless others are given, with
+    the shipped text decoders."""
     ruleset = RuleSet(rules.rules) if rules is not None else _shipped_ruleset()
-    return Analyzer(Engine(ruleset), mitre(), "vigil-test-manager", min_level)
+    return Analyzer(Engine(ruleset), mitre(), "vigil-test-manager", min_level, shipped_decoders())
 
 
 def read_jsonl(name: str) -> list[dict[str, Any]]:

@@ -109,9 +109,9 @@ def test_a_text_line_becomes_a_wazuh_shaped_alert(tmp_path: Path, shipped: TextD
     write_rules(tmp_path, """
         rules:
           - id: 100100
-            level: 5
-            decoded_as: sshd
-            fields: {outcome: Failed, program_name: sshd}
+            level: 7
+            if_sid: 5716
+            fields: {dstuser: root, program_name: sshd}
             description: "sshd: authentication failed for $(dstuser) from $(srcip)"
             groups: [authentication_failed]
         """)
@@ -132,7 +132,8 @@ def test_a_text_line_becomes_a_wazuh_shaped_alert(tmp_path: Path, shipped: TextD
     assert alert["data"] == {"outcome": "Failed", "method": "password", "dstuser": "root", "srcip": "203.0.113.9",
                              "srcport": "51022"}
     assert alert["full_log"] == line and alert["location"] == "/var/log/auth.log"
-    # The near miss: the same program, a success; the rule must stay quiet.
+    # The near miss: the same program, a success; the rule must stay quiet (the shipped 5715 says level 3).
     ok = Event(module="logs", location="/var/log/auth.log", timestamp=time.time(), data={}, decoder="syslog",
                raw=line.replace("Failed password", "Accepted password"), agent=AgentRef("001", "web-1"))
-    assert analyzer.analyse(ok).alert is None
+    quiet = analyzer.analyse(ok).alert
+    assert quiet is not None and quiet["rule"]["id"] == "5715"

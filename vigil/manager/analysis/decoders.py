@@ -44,6 +44,14 @@ def decode(event: Event, text: TextDecoders | None = None) -> Decoded:
 
 
 def _decode_text(event: Event, raw: str, text: TextDecoders) -> Decoded:
+    if raw.startswith("{"):  # a JSON line (an application's JSON log, Wazuh's integrations): its own fields
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            event.data = parsed
+            return Decoded(name="json", parent=None, fields=Fields(parsed, raw))
     line = text.decode(raw)
     event.data = line.fields
     predecoder = line.header.fields() or None
