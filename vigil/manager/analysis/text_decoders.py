@@ -2,7 +2,8 @@
 
 A line first loses its syslog header (`syslog_header.py`). A *parent* decoder is chosen by the
 header's program name (an exact name is a dict lookup; a `program_name_regex` is tried next), or,
-for lines with no program (an nginx access log, dpkg.log), by a `prematch` on the message. Then the
+for lines with no program (an nginx access log, dpkg.log), by a `prematch` on the message; when
+nothing applies to a line that seemed to have a header, the prematch parents get the whole line. Then the
 parent's *children* are tried in file order: the first whose `prematch` and `regex` both find the
 message wins, and its regex's named groups become the fields. As in Wazuh, the alert names the
 parent (`decoder.name`, and `decoder.parent` when a child matched); `vigil logtest` shows the child.
@@ -85,8 +86,17 @@ class TextDecoders:
 
     def decode(self, line: str) -> DecodedLine:
         header = parse_header(line)
+        decoded = self._decode(header, self._candidates(header))
+        if decoded is None and header.format != "none":
+            # What looked like a header may be the start of a log with its own format (dnf.rpm.log's
+            # `2024-05-02T10:11:12+0000 SUBDEBUG Installed: ...`): try the whole line too.
+            decoded = self._decode(SyslogHeader(message=line), self._by_prematch)
+        return decoded or DecodedLine(header, None, None, {})
+
+    @staticmethod
+    def _decode(header: SyslogHeader, candidates: Iterable[TextDecoder]) -> DecodedLine | None:
         message = header.message
-        for parent in self._candidates(header):
+        for parent in candidates:
             found = parent.finds(message)
             if found is None:
                 continue
@@ -95,7 +105,7 @@ class TextDecoders:
                 if more is not None:
                     return DecodedLine(header, parent.name, child.name, {**found, **more})
             return DecodedLine(header, parent.name, None, found)
-        return DecodedLine(header, None, None, {})
+        return None
 
     def _candidates(self, header: SyslogHeader) -> Iterable[TextDecoder]:
         program = header.program_name
