@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import re2
+
 from vigil.errors import LoadError, Problem
-from vigil.manager.analysis.conditions import ConditionError, compile_regex
+from vigil.manager.analysis.conditions import ConditionError, compile_regex, re2_options
 from vigil.manager.analysis.syslog_header import SyslogHeader, parse_header
 from vigil.yamlsrc import line_of, load_yaml
 
@@ -46,11 +48,15 @@ class TextDecoder:
     regex: Any
     fields: tuple[str, ...]  # the regex's named groups, in order
     where: str  # file:line, for logtest and errors
+    prematch_source: str | None = None
+    regex_source: str | None = None
     children: list[TextDecoder] = field(default_factory=list)
+    _children_set: Any = None  # RE2 Set over each child's selector (prematch, else regex)
 
-    def finds(self, message: str) -> dict[str, str] | None:
-        """The fields this decoder reads from `message`, or None when it does not apply."""
-        if self.prematch is not None and self.prematch.search(message) is None:
+    def finds(self, message: str, selected: bool = False) -> dict[str, str] | None:
+        """The fields this decoder reads from `message`, or None when it does not apply. `selected`:
+        an RE2 Set already found the prematch (or, without one, the regex), so it is not tested again."""
+        if self.prematch is not None and not selected and self.prematch.search(message) is None:
             return None
         if self.regex is None:
             return {}
@@ -58,6 +64,22 @@ class TextDecoder:
         if match is None:
             return None
         return {name: value for name, value in match.groupdict().items() if value}  # empty reads as absent
+
+    def compile_children(self) -> None:
+        if self.children:
+            self._children_set = _search_set([c.prematch_source or c.regex_source or "" for c in self.children])
+
+    def child_that_finds(self, message: str) -> tuple[TextDecoder, dict[str, str]] | None:
+        """The first child, in file order, that reads `message`: one Set pass picks the children
+        whose selector matches, and only those run their regex."""
+        if self._children_set is None:
+            return None
+        for index in sorted(self._children_set.Match(message) or ()):
+            child = self.children[index]
+            found = child.finds(message, selected=True)
+            if found is not None:
+                return child, found
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +93,11 @@ class DecodedLine:
 
 
 class TextDecoders:
+    """Picks the parent by program name (a dict lookup), then by `program_name_regex`, then by one RE2
+    Set pass over every prematch-only parent; each parent picks its child with a Set of its own.
+    Matching a regex through google-re2's Python binding costs microseconds a call, so the Sets keep
+    a line to two or three calls whatever the number of decoders (BENCHMARKS.md, log throughput)."""
+
     def __init__(self, decoders: list[TextDecoder]) -> None:
         self.decoders = decoders
         parents = [d for d in decoders if d.parent is None]
@@ -78,45 +105,65 @@ class TextDecoders:
         for parent in parents:
             for program in parent.program_names:
                 self._by_program.setdefault(program, parent)
+            parent.compile_children()
         self._by_program_regex = [p for p in parents if p.program_name_regex is not None]
         self._by_prematch = [p for p in parents if not p.program_names and p.program_name_regex is None]
+        self._prematch_set = _search_set([p.prematch_source or "" for p in self._by_prematch])
 
     def __len__(self) -> int:
         return len(self.decoders)
 
     def decode(self, line: str) -> DecodedLine:
         header = parse_header(line)
-        decoded = self._decode(header, self._candidates(header))
+        decoded = self._decode_by_program(header) or self._decode_by_prematch(header)
         if decoded is None and header.format != "none":
             # What looked like a header may be the start of a log with its own format (dnf.rpm.log's
             # `2024-05-02T10:11:12+0000 SUBDEBUG Installed: ...`): try the whole line too.
-            decoded = self._decode(SyslogHeader(message=line), self._by_prematch)
+            decoded = self._decode_by_prematch(SyslogHeader(message=line))
         return decoded or DecodedLine(header, None, None, {})
 
-    @staticmethod
-    def _decode(header: SyslogHeader, candidates: Iterable[TextDecoder]) -> DecodedLine | None:
-        message = header.message
-        for parent in candidates:
-            found = parent.finds(message)
-            if found is None:
-                continue
-            for child in parent.children:
-                more = child.finds(message)
-                if more is not None:
-                    return DecodedLine(header, parent.name, child.name, {**found, **more})
-            return DecodedLine(header, parent.name, None, found)
+    def _decode_by_program(self, header: SyslogHeader) -> DecodedLine | None:
+        program = header.program_name
+        if program is None:
+            return None
+        exact = self._by_program.get(program)
+        if exact is not None and (decoded := _decode_with(exact, header, False)) is not None:
+            return decoded
+        for parent in self._by_program_regex:
+            if parent.program_name_regex.search(program) is not None and (
+                    decoded := _decode_with(parent, header, False)) is not None:
+                return decoded
         return None
 
-    def _candidates(self, header: SyslogHeader) -> Iterable[TextDecoder]:
-        program = header.program_name
-        if program is not None:
-            exact = self._by_program.get(program)
-            if exact is not None:
-                yield exact
-            for parent in self._by_program_regex:
-                if parent.program_name_regex.search(program) is not None:
-                    yield parent
-        yield from self._by_prematch
+    def _decode_by_prematch(self, header: SyslogHeader) -> DecodedLine | None:
+        if self._prematch_set is None:
+            return None
+        for index in sorted(self._prematch_set.Match(header.message) or ()):
+            if (decoded := _decode_with(self._by_prematch[index], header, True)) is not None:
+                return decoded
+        return None
+
+
+def _decode_with(parent: TextDecoder, header: SyslogHeader, selected: bool) -> DecodedLine | None:
+    found = parent.finds(header.message, selected)
+    if found is None:
+        return None
+    chosen = parent.child_that_finds(header.message)
+    if chosen is not None:
+        child, more = chosen
+        return DecodedLine(header, parent.name, child.name, {**found, **more})
+    return DecodedLine(header, parent.name, None, found)
+
+
+def _search_set(patterns: list[str]) -> Any:
+    """An RE2 Set that reports which of `patterns` occur in a text; None for no patterns."""
+    if not patterns:
+        return None
+    matcher = re2.Set.SearchSet(re2_options())
+    for pattern in patterns:
+        matcher.Add(pattern)
+    matcher.Compile()
+    return matcher
 
 
 def shipped_decoders_dir() -> Path:
@@ -202,7 +249,8 @@ def _decoder(path: Path, spec: Any) -> TextDecoder:
         raise ValueError(f"decoder {name}: every group in `regex` must be named, (?P<field>...), or be (?:...)")
     return TextDecoder(name=name, parent=parent, program_names=tuple(programs),
                        program_name_regex=patterns["program_name_regex"], prematch=patterns["prematch"],
-                       regex=regex, fields=fields, where=f"{path}:{line_of(spec)}")
+                       regex=regex, fields=fields, where=f"{path}:{line_of(spec)}",
+                       prematch_source=spec.get("prematch"), regex_source=spec.get("regex"))
 
 
 def _regex(name: str, key: str, pattern: Any) -> Any:
