@@ -153,3 +153,14 @@ def test_a_bad_decoder_file_stops_logtest_with_its_file_and_line(tmp_path: Path)
     result = vigil("logtest", "--data-dir", str(tmp_path), "-", stdin=AUTH_LINES)
     assert result.returncode == 2
     assert f"{bad}:2: decoder x: `regex`: bad regex" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rules_validate_also_checks_the_users_decoders(tmp_path: Path) -> None:
+    ok = vigil("rules", "validate", "--data-dir", str(tmp_path))
+    assert ok.returncode == 0 and " decoders" in ok.stdout, ok.stderr
+    (tmp_path / "decoders").mkdir()
+    bad = tmp_path / "decoders" / "mine.yml"
+    bad.write_text("decoders:\n  - name: mine\n    parent: nobody\n    regex: 'x'\n")
+    result = vigil("rules", "validate", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{bad}:2: parent 'nobody' is not defined" in result.stdout

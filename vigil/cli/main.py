@@ -128,8 +128,10 @@ def rules_validate(
     config: Path | None = CONFIG_OPTION,
     data_dir: Path | None = DATA_DIR_OPTION,
 ) -> None:
-    """Check rule files together with the shipped rules; exit 1 with file:line problems."""
+    """Check rule files together with the shipped rules (and, by default, your decoders with the shipped
+    ones); exit 1 with file:line problems."""
     from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
+    from vigil.manager.analysis.text_decoders import load_decoders, shipped_decoders_dir
 
     cfg = load(config, data_dir)
     dirs = [shipped_rules_dir()]
@@ -143,10 +145,12 @@ def rules_validate(
         dirs.append(path)
     try:
         loaded = load_rules(dirs)
+        decoders = None if paths else load_decoders([shipped_decoders_dir(), cfg.decoders_dir])
     except VigilError as exc:
         console.print(str(exc), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(f"ok: {len(loaded.rules)} rules in {len(loaded.files)} files", highlight=False)
+    also = f", {len(decoders)} decoders" if decoders is not None else ""
+    console.print(f"ok: {len(loaded.rules)} rules in {len(loaded.files)} files{also}", highlight=False)
 
 
 @app.command()
