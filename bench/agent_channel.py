@@ -49,7 +49,6 @@ import hashlib
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -68,6 +67,10 @@ import yaml
 from vigil.agent.modules.docker import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.tables import markdown_table  # noqa: E402
+
 FIXTURE = ROOT.parent / "shared/fixtures/docker/session-raw.jsonl"
 PYTHON = sys.executable
 MAX_EVENT_BYTES = 1024 * 1024
@@ -188,19 +191,6 @@ def agent_main(argv: list[str]) -> int:
 # ==== process plumbing ================================================================================
 
 
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Child:
     """One process we started, its output in a log file; stopped by its own PID only."""
 
@@ -306,6 +296,8 @@ class Manager:
     def __init__(self, root: Path) -> None:
         self.dir = root / "manager"
         self.dir.mkdir(parents=True)
+        from tests.e2e.cluster import free_ports  # here: the agent processes never need it
+
         self.enroll_port, self.channel_port, self.api_port = free_ports(3)
         config = {
             "data_dir": str(self.dir), "log_level": "info",
@@ -759,14 +751,6 @@ def memory_rows(m: MemoryLatencyResult) -> list[list[str]]:
          " / ".join(f"{percentile(lat, p):.1f}" for p in (50, 95, 99)) + f" / {max(lat, default=float('nan')):.1f} ms"],
         [f"target p99 < {TARGET_P99_MS:.0f} ms", "PASS" if p99 < TARGET_P99_MS else "FAIL"],
     ]
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    aligns = ["---"] + ["---:"] * (len(headers) - 1)
-    return "\n".join([line(headers), line(aligns), *(line(r) for r in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,9 @@ from vigil.manager.analysis.rules import Rule
 from vigil.manager.analysis.ruleset import RuleSet
 from vigil.manager.pipeline import Analyzer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.tables import markdown_table
+
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared/fixtures/docker/session-raw.jsonl"
 MAX_EVENT_BYTES = 1024 * 1024  # DockerConfig.max_event_bytes default
 MIN_ALERT_LEVEL = 3  # AnalysisConfig.min_alert_level default
@@ -363,14 +366,6 @@ def summary_rows(vigil: list[Result], baseline: list[Result], rss_rules: float, 
                  f"{rss_rules:.1f} MB"])
     rows.append(["peak resident memory after all runs, VmHWM", f"{hwm:.1f} MB"])
     return rows
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(cells) + " |"
-
-    aligns = ["---"] + ["---:"] * (len(headers) - 1)
-    return "\n".join([line(headers), line(aligns), *(line(r) for r in rows)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.tables import markdown_table  # noqa: E402
 from vigil.alert import MitreCatalog, encode_alert  # noqa: E402
 from vigil.event import AgentRef, Event  # noqa: E402
 from vigil.gcpolicy import settle_for_throughput  # noqa: E402
@@ -298,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"nproc {os.cpu_count()}, Python {platform.python_version()}, {platform.platform()}; "
                   f"load average {os.getloadavg()[0]:.2f}", highlight=False)
     if args.markdown:
-        print("| measure | value |\n| --- | ---: |")
-        for row in rows:
-            print(f"| {row[0]} | {row[1]} |")
+        print(markdown_table(["measure", "value"], rows))
     return 0
 
 

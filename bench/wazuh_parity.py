@@ -34,6 +34,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.tables import markdown_table  # noqa: E402
 from vigil.alert import MitreCatalog  # noqa: E402
 from vigil.event import AgentRef, Event  # noqa: E402
 from vigil.manager.analysis.decoders import TEXT  # noqa: E402
@@ -201,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                                          f"Vigil {o.vigil_rule}/{o.vigil_level}: {s.lines[-1][:110]}"),
                                   highlight=False, soft_wrap=True)
     if args.markdown:
-        print("| " + " | ".join(HEADERS) + " |")
-        print("| " + " | ".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + " |")
-        for row in body:
-            print("| " + " | ".join(row) + " |")
+        print(markdown_table(HEADERS, body))
     return 0
 
 
