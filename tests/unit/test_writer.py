@@ -107,7 +107,7 @@ def test_the_writer_stores_the_same_rows_as_the_store_itself(tmp_path: Path) -> 
 def test_a_request_that_does_not_add_up_fails_alone(tmp_path: Path) -> None:
     alerts = real_alerts()[:10]
     writer = WriterProcess(tmp_path / "vigil.db", tmp_path / "alerts.json")
-    with pytest.raises(WriterError, match="holds 9 alerts but 10 rows"):
+    with pytest.raises(WriterError, match="9 alerts but 10 rows of columns"):
         writer.submit(columns(alerts), bodies(alerts)[:9], None).wait()
     assert writer.submit(columns(alerts), bodies(alerts), None).wait() == 10
     writer.close()

@@ -187,16 +187,16 @@ class Pipeline:
 
     def tick(self) -> list[dict[str, Any]]:
         """Close fold windows that have ended; called about once a second."""
-        with self._lock:
-            batch = _Batch(keep=True)
-            batch.add(self._summaries(self.folder.expire(self.clock())))
-            ticket = self._submit(batch, None)
-        return self._finish(ticket, batch.kept)
+        return self._store_summaries(lambda: self.folder.expire(self.clock()))
 
     def drain(self) -> list[dict[str, Any]]:
+        return self._store_summaries(self.folder.drain)
+
+    def _store_summaries(self, close: Callable[[], list[Any]]) -> list[dict[str, Any]]:
+        """Store the follow-ups of the fold windows `close` ends (called with the lock held)."""
         with self._lock:
             batch = _Batch(keep=True)
-            batch.add(self._summaries(self.folder.drain()))
+            batch.add(self._summaries(close()))
             ticket = self._submit(batch, None)
         return self._finish(ticket, batch.kept)
 

@@ -46,8 +46,8 @@ class TextDecoder:
     program_name_regex: Any
     prematch: Any
     regex: Any
-    fields: tuple[str, ...]  # the regex's named groups, in order
-    where: str  # file:line, for logtest and errors
+    file: str  # where it is defined, for errors
+    line: int
     prematch_source: str | None = None
     regex_source: str | None = None
     children: list[TextDecoder] = field(default_factory=list)
@@ -193,17 +193,12 @@ def load_decoders(dirs: Iterable[Path]) -> TextDecoders:
         parent = by_name.get(decoder.parent)
         if parent is None or parent.parent is not None:
             what = "is not defined" if parent is None else "is itself a child (one level of children only)"
-            problems.append(Problem(*_split(decoder.where), f"parent {decoder.parent!r} {what}"))
+            problems.append(Problem(decoder.file, decoder.line, f"parent {decoder.parent!r} {what}"))
         else:
             parent.children.append(decoder)
     if problems:
         raise DecoderLoadError("decoders", problems)
     return TextDecoders(decoders)
-
-
-def _split(where: str) -> tuple[str, int]:
-    file, _, line = where.rpartition(":")
-    return file, int(line)
 
 
 def _read_file(path: Path, doc: Any, problems: list[Problem]) -> list[TextDecoder]:
@@ -244,12 +239,11 @@ def _decoder(path: Path, spec: Any) -> TextDecoder:
     if parent is not None and patterns["prematch"] is None and patterns["regex"] is None:
         raise ValueError(f"decoder {name}: a child needs `prematch` or `regex`")
     regex = patterns["regex"]
-    fields = tuple(regex.groupindex) if regex is not None else ()
-    if regex is not None and regex.groups != len(fields):
+    if regex is not None and regex.groups != len(regex.groupindex):
         raise ValueError(f"decoder {name}: every group in `regex` must be named, (?P<field>...), or be (?:...)")
     return TextDecoder(name=name, parent=parent, program_names=tuple(programs),
                        program_name_regex=patterns["program_name_regex"], prematch=patterns["prematch"],
-                       regex=regex, fields=fields, where=f"{path}:{line_of(spec)}",
+                       regex=regex, file=str(path), line=line_of(spec),
                        prematch_source=spec.get("prematch"), regex_source=spec.get("regex"))
 
 

@@ -26,7 +26,6 @@ class WalCheckpointer:
         self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vigil-wal-checkpoint", daemon=True)
-        self.passes = 0
         self.restarts = 0
 
     def start(self) -> None:
@@ -41,7 +40,6 @@ class WalCheckpointer:
 
     def run_once(self) -> None:
         _busy, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        self.passes += 1
         if frames >= RESTART_FRAMES and copied >= frames:
             self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             self.restarts += 1

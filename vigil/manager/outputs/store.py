@@ -74,11 +74,18 @@ def row(columns: Sequence[Any], body: bytes) -> Row:
             _groups_column(groups))
 
 
+def rows(columns: Sequence[Sequence[Any]], bodies: Sequence[bytes]) -> list[Row]:
+    """`row` for each alert; the two lists must be as long as each other."""
+    if len(columns) != len(bodies):
+        raise ValueError(f"{len(bodies)} alerts but {len(columns)} rows of columns")
+    return [row(c, body) for c, body in zip(columns, bodies, strict=True)]
+
+
 def alert_rows(alerts: Sequence[dict[str, Any]], bodies: Sequence[bytes] | None = None) -> list[Row]:
     """The row of each alert; `bodies` (the alerts as JSON) are made here unless given."""
     if bodies is None:
         bodies = [orjson.dumps(a) for a in alerts]
-    return [row(alert_columns(a), body) for a, body in zip(alerts, bodies, strict=True)]
+    return rows([alert_columns(a) for a in alerts], bodies)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import orjson
 from vigil.errors import VigilError
 from vigil.gcpolicy import settle_for_throughput
 from vigil.manager.outputs.alerts_file import ALERTS_JSON_MARK, AlertsFile, recover_alerts_file
-from vigil.manager.outputs.store import Columns, Row, Store, row
+from vigil.manager.outputs.store import Columns, Row, Store, rows
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class LocalOutputs:
 
     def submit(self, columns: list[Columns], bodies: list[bytes], state: dict[str, Any] | None) -> Ticket:
         ticket = Ticket()
-        ticket.finish(self.write([row(c, body) for c, body in zip(columns, bodies, strict=True)], state))
+        ticket.finish(self.write(rows(columns, bodies), state))
         return ticket
 
     def close(self) -> None:
@@ -135,10 +135,7 @@ def decode_request(request: bytes) -> tuple[list[Row], dict[str, Any] | None]:
     (size,) = HEADER.unpack_from(request)
     state, columns = orjson.loads(request[HEADER.size:HEADER.size + size])
     lines = request[HEADER.size + size:]
-    bodies = lines.split(b"\n") if lines else []
-    if len(bodies) != len(columns):
-        raise ValueError(f"a write request holds {len(bodies)} alerts but {len(columns)} rows of columns")
-    return [row(c, body) for c, body in zip(columns, bodies, strict=True)], state
+    return rows(columns, lines.split(b"\n") if lines else []), state
 
 
 class WriterProcess:
