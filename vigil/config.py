@@ -41,6 +41,47 @@ class DockerConfig(_Strict):
     )
 
 
+DEFAULT_LOG_FILES = [
+    "/var/log/syslog", "/var/log/messages", "/var/log/auth.log", "/var/log/secure", "/var/log/kern.log",
+    "/var/log/dpkg.log", "/var/log/apt/history.log", "/var/log/yum.log", "/var/log/dnf.rpm.log",
+    "/var/log/apk.log", "/var/log/nginx/*.log", "/var/log/apache2/*.log", "/var/log/httpd/*_log",
+]
+
+
+class SyslogReceiverConfig(_Strict):
+    """A syslog server in the agent, so other hosts and pods can send it their logs (RFC 3164 and 5424)."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="listen address; 0.0.0.0 to take logs from other hosts and pods")
+    udp_port: int | None = Field(514, ge=0, le=65535, description="null turns UDP off; 0 picks a free port")
+    tcp_port: int | None = Field(514, ge=0, le=65535, description="null turns TCP off; 0 picks a free port "
+                                 "(newline or octet-counted framing, RFC 6587)")
+    queue_messages: int = Field(10_000, ge=10, description="messages waiting to be stored; past it new ones are "
+                                "dropped, counted and alerted (rule 200003)")
+    max_tcp_clients: int = Field(256, ge=1)
+
+
+class LogsConfig(_Strict):
+    """The log collector: host files, Docker and Kubernetes container logs, the journal, a syslog receiver."""
+
+    enabled: bool = True
+    files: list[str] = Field(default_factory=lambda: list(DEFAULT_LOG_FILES),
+                             description="files and globs (`*`, `?`, `[...]`); files that appear later are picked up")
+    docker_containers: bool = Field(True, description="read json-file container logs under the engine's data root")
+    docker_data_root: Path = Field(Path("/var/lib/docker"), description="dockerd's --data-root")
+    cri_logs: bool = Field(True, description="read Kubernetes container logs (CRI format) in cri_dir")
+    cri_dir: Path = Field(Path("/var/log/containers"))
+    journal: Literal["auto", "on", "off"] = Field("auto", description="the systemd journal, through journalctl; "
+                                                  "auto: when the host has one")
+    max_line_bytes: int = Field(64 * 1024, ge=256, description="longer lines are cut there and marked "
+                                "(`log.truncated`), never dropped")
+    poll_seconds: float = Field(0.25, gt=0, description="how often files are checked for new lines and rotation")
+    rescan_seconds: float = Field(5.0, gt=0, description="how often globs are expanded again for new files")
+    start_at: Literal["end", "beginning"] = Field("end", description="where a file seen at the first start is "
+                                                  "read from; files that appear later are read whole")
+    syslog: SyslogReceiverConfig = Field(default_factory=SyslogReceiverConfig)
+
+
 class AgentConfig(_Strict):
     id: str = Field("000", description="the local agent's id in `vigil up`; an enrolled agent gets its id from "
                     "the manager")
@@ -111,6 +152,7 @@ class VigilConfig(_Strict):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 

@@ -23,3 +23,10 @@ class Module(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Counters and connection state for `vigil status` and /health."""
+
+# Called with a run of events and the module's state after the last of them; returns once all of them
+# (and the state) are durable together, so a restart neither repeats nor misses one.
+BatchSink = Callable[[list[Event], dict[str, Any] | None], Any]
+
+# Reads a module's saved state by key (None when there is none).
+StateReader = Callable[[str], Any]

@@ -53,10 +53,11 @@ def _decode_text(event: Event, raw: str, text: TextDecoders) -> Decoded:
             event.data = parsed
             return Decoded(name="json", parent=None, fields=Fields(parsed, raw))
     line = text.decode(raw)
-    event.data = line.fields
+    # What the collector knew of the source (container, pod, cut line) stays beside the decoded fields.
+    event.data = {**event.data, **line.fields} if event.data else line.fields
     predecoder = line.header.fields() or None
     # Rules see the header's parts (program_name, hostname, ...) beside the decoded fields.
-    fields = Fields({**(predecoder or {}), **line.fields}, raw)
+    fields = Fields({**(predecoder or {}), **event.data}, raw)
     name = line.name or TEXT
     return Decoded(name=name, parent=line.name if line.child else None, fields=fields, predecoder=predecoder,
                    child=line.child)
