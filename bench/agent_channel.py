@@ -351,7 +351,7 @@ class Agent:
                secret=manager.secret)
         self.config = self.dir / "agent.yml"
         self.config.write_text(yaml.safe_dump({
-            "data_dir": str(self.dir), "log_level": "info", "docker": {"enabled": False},
+            "data_dir": str(self.dir), "log_level": "info", "docker": {"enabled": False}, "logs": {"enabled": False},
             "agent": {"name": name, "manager_host": "127.0.0.1", "manager_port": manager.channel_port},
         }))
         self.child: Child | None = None

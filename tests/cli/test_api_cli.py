@@ -59,7 +59,8 @@ def test_keys_add_list_revoke(tmp_path: Path) -> None:
 
 
 def test_status_sends_the_admin_key(tmp_path: Path) -> None:
-    cfg = VigilConfig.model_validate({"data_dir": str(tmp_path), "docker": {"enabled": False}})
+    cfg = VigilConfig.model_validate({"data_dir": str(tmp_path), "docker": {"enabled": False},
+                                   "logs": {"enabled": False}})
     runtime = AllInOne(cfg)
     try:
         app = create_app(runtime, cfg.api, tmp_path)

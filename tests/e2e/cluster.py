@@ -255,6 +255,7 @@ class AgentProcess(_Process):
             },
             "docker": {"host": docker_host, "reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0},
             "api": {"enabled": False},
+            "logs": {"enabled": False},
         }
         self.agent_id: str | None = None
 

@@ -44,7 +44,9 @@ class VigilProcess:
     def __init__(self, data_dir: Path, docker_host: str, config: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
         self.docker_host = docker_host
-        self.config = {"docker": {"reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0}, **(config or {})}
+        # The host's own logs are not this test's business unless it asks for them.
+        self.config = {"docker": {"reconnect_min_seconds": 0.2, "reconnect_max_seconds": 1.0},
+                       "logs": {"enabled": False}, **(config or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.api: str | None = None
         self.log_path = data_dir / "vigil.log"

@@ -70,7 +70,7 @@ def test_restart_runs_one_module_again_and_counts_it() -> None:
 @pytest.fixture
 def vigil_up(tmp_path: Path) -> Iterator[AllInOne]:
     cfg = VigilConfig.model_validate({"data_dir": str(tmp_path), "docker": {"enabled": False},
-                                      "agent": {"id": "000", "name": "box"}})
+                                      "logs": {"enabled": False}, "agent": {"id": "000", "name": "box"}})
     runtime = AllInOne(cfg)
     yield runtime
     runtime.stop()

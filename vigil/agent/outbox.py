@@ -130,6 +130,32 @@ class Outbox:
                 self.dropped_total += 1
         return kept
 
+    def put_many(self, events: list[Event], state: dict[str, Any] | None = None) -> int:
+        """Keep a run of events and the module's state after them in one transaction; returns how many
+        were kept (the rest, past the bound, are dropped and counted as `put` does)."""
+        bodies = [orjson.dumps(event.to_dict()) for event in events]
+        with self._lock:
+            room = max(0, self.max_events - self.depth)
+            kept, refused = bodies[:room], len(bodies) - min(room, len(bodies))
+            with self._transaction():
+                self._db.executemany("INSERT INTO events(body) VALUES (?)", ((b,) for b in kept))
+                if refused:
+                    self._set_meta("dropped", self.dropped + refused)
+                    self._set_meta("dropped_total", self.dropped_total + refused)
+                for key, value in (state or {}).items():
+                    self._set_meta(f"state:{key}", value)
+            self.depth += len(kept)
+            self.events_put += len(kept)
+            if kept:
+                self.has_events.set()
+            if refused:
+                if self.dropped == 0:
+                    log.error("outbox full (%d events): new events are dropped and counted until the manager "
+                              "takes some", self.max_events)
+                self.dropped += refused
+                self.dropped_total += refused
+        return len(kept)
+
     def pending(self, after: int, max_events: int, max_bytes: int) -> Pending | None:
         """Events after seq `after`, oldest first, up to the limits (at least one)."""
         with self._lock:

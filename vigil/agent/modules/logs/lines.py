@@ -10,13 +10,14 @@ TEXT_DECODER = "syslog"  # the manager's decoder for text lines: syslog header, 
 TRUNCATION_MARK = " [vigil: line cut at {limit} bytes of {size}]"
 
 
-def as_text(raw: bytes, limit: int) -> tuple[str, dict[str, Any] | None]:
+def as_text(raw: bytes, limit: int, size: int | None = None) -> tuple[str, dict[str, Any] | None]:
     """The line as text and what was done to it, if anything (`log.truncated`, `log.invalid_bytes`).
 
-    Invalid UTF-8 becomes U+FFFD and so do NUL bytes, which some consumers of alerts.json stop at."""
+    `size` is the line's whole length when the reader kept only its start. Invalid UTF-8 becomes
+    U+FFFD and so do NUL bytes, which some consumers of alerts.json stop at."""
     notes: dict[str, Any] | None = None
-    size = len(raw)
-    if size > limit:
+    size = max(size or 0, len(raw))
+    if size > limit or size > len(raw):
         raw = raw[:limit]
         notes = {"truncated": True, "original_bytes": size}
     try:
@@ -33,9 +34,9 @@ def as_text(raw: bytes, limit: int) -> tuple[str, dict[str, Any] | None]:
 
 
 def line_event(raw: bytes, location: str, agent: AgentRef, limit: int, timestamp: float,
-               meta: dict[str, Any] | None = None) -> Event:
+               meta: dict[str, Any] | None = None, size: int | None = None) -> Event:
     """`meta` holds what is known of the source (container, pod); the decoded fields are added to it."""
-    text, notes = as_text(raw, limit)
+    text, notes = as_text(raw, limit, size)
     data: dict[str, Any] = dict(meta) if meta else {}
     if notes:
         data["log"] = {**data.get("log", {}), **notes}
