@@ -40,3 +40,7 @@ class RuleLoadError(LoadError):
 
 class EventError(VigilError):
     """An event from outside could not be understood (malformed, truncated, too large)."""
+
+
+class ListenError(VigilError):
+    """A server in Vigil could not listen on its address (port in use, not allowed, no such address)."""
