@@ -120,9 +120,14 @@ if [ "$with_daemons" -eq 1 ]; then
     missing_cmds+=("static /bin/busybox")
     missing_pkgs+=(busybox-static)
   fi
+  # Real journal files for the journal collector's tests (journald itself needs systemd as PID 1).
+  if [ ! -x /lib/systemd/systemd-journal-remote ] && [ ! -x /usr/lib/systemd/systemd-journal-remote ]; then
+    missing_cmds+=(systemd-journal-remote)
+    missing_pkgs+=(systemd-journal-remote)
+  fi
 
   if [ "${#missing_pkgs[@]}" -eq 0 ]; then
-    say "test daemons present (dockerd, docker-registry, static busybox)"
+    say "test daemons present (dockerd, docker-registry, static busybox, systemd-journal-remote)"
   elif is_root && command -v apt-get >/dev/null; then
     apt_install "${missing_pkgs[@]}"
     say "installed ${missing_pkgs[*]} for the e2e tests"

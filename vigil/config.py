@@ -73,6 +73,8 @@ class LogsConfig(_Strict):
     cri_dir: Path = Field(Path("/var/log/containers"))
     journal: Literal["auto", "on", "off"] = Field("auto", description="the systemd journal, through journalctl; "
                                                   "auto: when the host has one")
+    journal_path: Path | None = Field(None, description="a journal directory or file to read instead of the "
+                                      "host's (e.g. a node's /var/log/journal mounted into the agent's pod)")
     max_line_bytes: int = Field(64 * 1024, ge=256, description="longer lines are cut there and marked "
                                 "(`log.truncated`), never dropped")
     poll_seconds: float = Field(0.25, gt=0, description="how often files are checked for new lines and rotation")

@@ -11,8 +11,11 @@ def log_modules(config: LogsConfig, agent: AgentRef, sink: BatchSink, read_state
     if not config.enabled:
         return []
     from vigil.agent.modules.logs.collector import LogsModule
+    from vigil.agent.modules.logs.journal import JournalModule, journal_wanted
 
     modules: list[Module] = [LogsModule(config, agent, sink, read_state)]
+    if journal_wanted(config):
+        modules.append(JournalModule(config, agent, sink, read_state))
     if config.syslog.enabled:
         from vigil.agent.modules.logs.syslog_receiver import SyslogReceiver
 
