@@ -45,9 +45,10 @@ from vigil.manager.analysis.text_decoders import TextDecoders, load_decoders, sh
 from vigil.manager.pipeline import Analyzer  # noqa: E402
 
 CASES_DIR = ROOT.parent / "shared/reference/wazuh-4.14/tests/tests"
-# The list: sshd, syslog, sudo/su/pam, nginx, web, web attacks, apache, kernel and docker.
+# The list: sshd, syslog, sudo/su/pam, nginx, web, web attacks, apache, kernel and docker; and the
+# kernel's AppArmor and netfilter lines. (Wazuh has no test cases for cron, dpkg, yum, apk, dockerd or the kubelet.)
 FILES = ["sshd", "syslog", "sudo", "su", "pam", "nginx", "web_rules", "web_appsec", "apache", "kernel_usb",
-         "docker_integration"]
+         "apparmor", "iptables", "docker_integration"]
 TARGET_PARITY = 0.90
 TARGET_NOISE = 0.05
 ALERTING, QUIET = 5, 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -47,7 +48,8 @@ def vigil(dockerd: Dockerd, busybox_image: str, host_logs: Path,
     config = {"analysis": {"fold_window_seconds": 0},
               "logs": {"files": [str(host_logs / "dpkg.log"), str(host_logs / "apt" / "history.log")],
                        "docker_data_root": str(dockerd.dir / "data"), "cri_logs": False, "journal": "off",
-                       "poll_seconds": 0.1, "rescan_seconds": 0.3}}
+                       "poll_seconds": 0.1, "rescan_seconds": 0.3,
+                       "syslog": {"enabled": True, "udp_port": 0, "tcp_port": 0}}}
     with VigilProcess(tmp_path_factory.mktemp("vigil"), dockerd.host, config) as proc:
         yield proc
 
@@ -83,6 +85,24 @@ def test_dpkg_and_apt_lines_raise_package_installed(vigil: VigilProcess, host_lo
     assert "apt-get install -y nmap" in apt["rule"]["description"]
     # the line that was in dpkg.log before Vigil started was not read (it starts at the end, as Wazuh does)
     assert not any("startup archives" in a.get("full_log", "") for a in vigil.file_alerts())
+
+
+def test_syslog_over_udp_and_tcp_raises_alerts(vigil: VigilProcess) -> None:
+    receiver = vigil.health()["modules"]["syslog"]
+    assert receiver["host"] == "127.0.0.1"
+    since = len(vigil.file_alerts())
+    rfc3164 = b"<38>Nov 27 08:00:00 bastion sshd[901]: Failed password for root from 198.51.100.20 port 4242 ssh2"
+    rfc5424 = (b"<86>1 2026-11-27T08:00:01.000Z bastion sudo - - - alice : 3 incorrect password attempts ; "
+               b"TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.sendto(rfc3164, ("127.0.0.1", receiver["udp_port"]))
+    with socket.create_connection(("127.0.0.1", receiver["tcp_port"])) as tcp:
+        tcp.sendall(b"%d %s" % (len(rfc5424), rfc5424))  # octet-counted framing (RFC 6587)
+    failed = vigil.wait_for(lambda a: a["location"] == "syslog:udp:127.0.0.1", timeout=5, since=since)
+    assert failed["rule"]["id"] == "5716" and failed["data"]["srcip"] == "198.51.100.20"
+    assert failed["predecoder"]["hostname"] == "bastion"
+    sudo = vigil.wait_for(lambda a: a["location"] == "syslog:tcp:127.0.0.1", timeout=5, since=since)
+    assert sudo["rule"]["id"] == "5404" and "alice" in sudo["full_log"]
 
 
 class Writer:

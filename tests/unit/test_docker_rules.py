@@ -29,6 +29,7 @@ from .support import (
 )
 from .test_auth_log_rules import example_events as auth_log_examples
 from .test_package_user_rules import example_events as package_user_examples
+from .test_system_log_rules import example_events as system_log_examples
 from .test_web_log_rules import example_events as web_log_examples
 
 
@@ -718,8 +719,8 @@ def test_vigil_health_events(vigil: dict[str, Any], expected: int) -> None:
 
 def test_every_shipped_rule_is_reached_by_an_example_here() -> None:
     """House rule: every shipped rule has an event that fires it (level-0 rules as a step of a chain);
-    the Docker examples are here, the text-log ones in test_auth_log_rules, test_web_log_rules and
-    test_package_user_rules."""
+    the Docker examples are here, the text-log ones in test_auth_log_rules, test_web_log_rules,
+    test_package_user_rules and test_system_log_rules."""
     events = [module_event(e) for e in read_jsonl("one-per-action.jsonl")]
     events += [docker_event(docker_obj(kind, action, attrs)) for kind, action, attrs, _ in SYNTHETIC]
     events += [posture_event("create", host, mounts) for host, mounts, _ in POSTURE_FIRES.values()]
@@ -737,6 +738,7 @@ def test_every_shipped_rule_is_reached_by_an_example_here() -> None:
     ]
     events.append(normalize.error_event(AgentRef(), "bad", b"{", 0.0))
     events += auth_log_examples() + web_log_examples() + package_user_examples()  # the text-log rules
+    events += system_log_examples()  # cron, apk, kernel, dockerd, containerd, kubelet, JSON access logs
     an = analyzer()
     reached = {rid for event in events for rid in an.analyse(event).match.chain}
     assert set(shipped_rules().rules) - reached == set()

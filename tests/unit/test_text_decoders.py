@@ -39,7 +39,9 @@ def shipped() -> TextDecoders:
                               "pwd": "/home/alice", "dstuser": "root", "command": "/usr/bin/apt install nmap"}),
     ("Mar  1 10:00:05 web-1 su[99]: FAILED SU (to root) bob on pts/2", "su", "su-failed-linux",
      {"dstuser": "root", "srcuser": "bob", "tty": "pts/2"}),
-    ("Mar  1 10:00:06 web-1 cron[5]: (root) CMD (run-parts /etc/cron.hourly)", None, None, {}),
+    ("Mar  1 10:00:06 web-1 cron[5]: (root) CMD (run-parts /etc/cron.hourly)", "cron", "cron-command",
+     {"dstuser": "root", "action": "CMD", "command": "run-parts /etc/cron.hourly"}),
+    ("Mar  1 10:00:07 web-1 systemd[1]: Started Session 5 of user root.", None, None, {}),
     ("no header at all", None, None, {}),
 ])
 def test_shipped_decoders_read_real_lines(shipped: TextDecoders, line: str, name: str | None, child: str | None,
