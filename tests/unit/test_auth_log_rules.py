@@ -62,6 +62,9 @@ EXAMPLES = [
     ("sudo:  alice : 1 incorrect password attempt ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/bin/id", "5401"),
     ("sudo:  alice : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/bin/id", "5404"),
     ("sudo:  eve : user NOT in sudoers ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/bin/id", "5405"),
+    ("sudo[4]: pam_unix(sudo:auth): authentication failure; logname=alice uid=1000 euid=0 tty=/dev/pts/0 "
+     "ruser=alice rhost=  user=alice", "200020"),
+    ("sudo[4]: pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)", None),
     # su
     ("su[9]: FAILED SU (to root) bob on pts/2", "5301"),
     ("su[9]: failed: pts/2 changing from bob to root", "5302"),
@@ -93,6 +96,7 @@ def example_events() -> list[Event]:
     """Every example line, and each burst eight times: the shipped-rule house test reaches rules with these."""
     now = time.time()
     lines = [H + line for line, _ in EXAMPLES] + [H + line for line, *_ in BURSTS for _ in range(8)]
+    lines += [H + f"sshd[1]: Failed password for spray from 198.51.100.{i} port 5 ssh2" for i in range(10)]
     return [text_event(line, now + i) for i, line in enumerate(lines)]
 
 
@@ -108,6 +112,14 @@ def test_eight_failures_from_one_address_within_two_minutes_are_a_brute_force(li
     assert winner([H + line] * 8) == (burst, 10)
     other = H + line.replace("203.0.113.9", "198.51.100.1")
     assert winner([H + line] * 7 + [other]) == (base, 5)  # counted per source address
+
+
+def test_failures_for_one_account_from_many_addresses_are_a_brute_force() -> None:
+    lines = [H + f"sshd[1]: Failed password for root from 203.0.113.{i} port 5 ssh2" for i in range(10)]
+    assert winner(lines[:9]) == ("5716", 5)
+    assert winner(lines) == ("200021", 10)
+    other_user = lines[:9] + [H + "sshd[1]: Failed password for admin from 203.0.113.99 port 5 ssh2"]
+    assert winner(other_user) == ("5716", 5)  # counted per account
 
 
 WAZUH_CASES = ROOT.parent / "shared/reference/wazuh-4.14/tests/tests"
