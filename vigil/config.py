@@ -56,8 +56,8 @@ class SyslogReceiverConfig(_Strict):
     udp_port: int | None = Field(514, ge=0, le=65535, description="null turns UDP off; 0 picks a free port")
     tcp_port: int | None = Field(514, ge=0, le=65535, description="null turns TCP off; 0 picks a free port "
                                  "(newline or octet-counted framing, RFC 6587)")
-    queue_messages: int = Field(10_000, ge=10, description="messages waiting to be stored; past it new ones are "
-                                "dropped, counted and alerted (rule 200003)")
+    queue_messages: int = Field(10_000, ge=10, description="messages waiting to be stored; when full, TCP senders "
+                                "wait and new UDP messages are dropped, counted and alerted (rule 200003)")
     max_tcp_clients: int = Field(256, ge=1)
 
 

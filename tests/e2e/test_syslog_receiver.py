@@ -215,6 +215,19 @@ def test_a_flood_bigger_than_the_queue_is_counted_and_alerted() -> None:
     assert sum(e.data["vigil"]["count"] for e in kernel_losses) == status["udp_kernel_dropped"]
 
 
+def test_a_tcp_sender_faster_than_the_disk_is_slowed_down_and_loses_nothing() -> None:
+    sink = Collector(delay=0.02)  # a slow disk: 50 commits a second
+    sent = 5000
+    with receiving(sink, queue_messages=10) as rx:
+        with closing(rx.tcp()) as sock:
+            sock.sendall(b"".join(counted(b"<13>Nov 27 07:30:00 web1 app: message %d" % i) for i in range(sent)))
+            sink.wait_for(sent, timeout=60)
+        status = rx.status()
+    assert status["tcp_paused"] > 0 and status["dropped"] == 0 and sink.losses() == []
+    raws = [r for r in sink.raws() if r and "app: message" in r]
+    assert raws == [f"<13>Nov 27 07:30:00 web1 app: message {i}" for i in range(sent)]  # all, once, in order
+
+
 def test_a_flood_from_another_process_is_accounted_for_to_the_last_datagram() -> None:
     """Faster than Python reads: the kernel drops datagrams too, and those are counted (SO_RXQ_OVFL) and
     reported as well; every datagram sent is either received or counted as dropped by the kernel."""

@@ -3,15 +3,15 @@ can send it their logs.
 
 One thread serves every socket without blocking, so a slow or idle TCP client holds up nobody, and puts
 messages in a bounded queue; a writer thread takes them in batches to the sink, which commits durably and
-may be slow. When the queue is full, new messages are dropped and counted, and once it has room again the
-count goes through the sink as a `vigil` events_dropped event (rule 200003). Datagrams the kernel drops
+may be slow. When the queue is full, a TCP client is no longer read until there is room (TCP then slows
+the sender down: nothing is lost); a UDP message is dropped and counted, and once the queue has room again
+the count goes through the sink as a `vigil` events_dropped event (rule 200003). Datagrams the kernel drops
 because its buffer is full are counted (SO_RXQ_OVFL) and reported the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import queue
 import selectors
@@ -25,9 +25,9 @@ from typing import Any
 
 from vigil.agent.modules.base import BatchSink
 from vigil.agent.modules.logs.lines import line_event
-from vigil.agent.modules.logs.syslog_framing import Message, StreamFramer, datagram_message
+from vigil.agent.modules.logs.syslog_framing import Message, datagram_message
+from vigil.agent.modules.logs.syslog_sockets import SO_RXQ_OVFL, Client, Sockets, bind
 from vigil.config import SyslogReceiverConfig
-from vigil.errors import ListenError
 from vigil.event import AgentRef, Event
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,11 @@ log = logging.getLogger(__name__)
 BATCH_MESSAGES = 500
 READS_PER_TURN = 256  # datagrams or connections taken from one socket before the others get their turn
 RECV_BYTES = 64 * 1024
-UDP_BUFFER_BYTES = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 SELECT_SECONDS = 0.5
+PAUSED_SELECT_SECONDS = 0.02  # how soon a paused TCP client is tried again
 TAKE_SECONDS = 0.2
 REPORT_SECONDS = 10.0  # during a long flood drops are reported this often; else as soon as the queue is empty
 DRAIN_SECONDS = 5.0  # on stop, how long the messages still queued may take to be stored
-SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)  # Linux: each datagram carries its socket's drop count
 _ANCILLARY_BYTES = socket.CMSG_SPACE(4)
 
 Queued = tuple[bytes, int, str, float]  # message (at most the limit), its whole size, location, time received
@@ -49,38 +48,6 @@ Queued = tuple[bytes, int, str, float]  # message (at most the limit), its whole
 def message_event(message: Message, location: str, agent: AgentRef, limit: int, timestamp: float) -> Event:
     """The event of one message; a cut one (the framers keep only its start) is marked with its real size."""
     return line_event(message.data, location, agent, limit, timestamp, size=message.size)
-
-
-class _Client:
-    __slots__ = ("framer", "location", "sock")
-
-    def __init__(self, sock: socket.socket, peer_ip: str, limit: int) -> None:
-        self.sock = sock
-        self.location = f"syslog:tcp:{peer_ip}"
-        self.framer = StreamFramer(limit)
-
-
-class _Sockets:
-    """What one run listens on; everything here is closed when the run ends."""
-
-    def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
-        self.wake_read, self.wake_write = socket.socketpair()
-        self.wake_read.setblocking(False)
-        self.wake_write.setblocking(False)
-        self.selector.register(self.wake_read, selectors.EVENT_READ, self._drain_wake)
-        self.listeners: list[socket.socket] = []
-        self.clients: dict[socket.socket, _Client] = {}
-        self.udp_overflows = 0  # the kernel's drop count last seen on the UDP socket
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self.wake_read.recv(4096)
-
-    def close(self) -> None:
-        for sock in [*self.clients, *self.listeners, self.wake_read, self.wake_write]:
-            sock.close()
-        self.selector.close()
 
 
 class SyslogReceiver:
@@ -95,7 +62,7 @@ class SyslogReceiver:
         self.limit = max_line_bytes
         self.counters = {"received": 0, "stored": 0, "dropped": 0, "dropped_reported": 0, "store_failed": 0,
                          "udp_kernel_dropped": 0, "truncated": 0, "framing_errors": 0, "clients": 0,
-                         "tcp_connections": 0, "tcp_refused": 0}
+                         "tcp_connections": 0, "tcp_refused": 0, "tcp_paused": 0}
         self.ports: dict[str, int | None] = {"udp_port": None, "tcp_port": None}
         self.listening = False
         self.last_error: str | None = None
@@ -103,7 +70,7 @@ class SyslogReceiver:
         self._queue: queue.Queue[Queued] = queue.Queue(config.queue_messages)
         self._lost: Counter[str] = Counter()  # losses not yet reported, by cause
         self._lock = threading.Lock()
-        self._sockets: _Sockets | None = None
+        self._sockets: Sockets | None = None
         self._failure: BaseException | None = None
         self._store_error = ""  # why the last batch could not be stored, for the loss report
 
@@ -122,7 +89,7 @@ class SyslogReceiver:
 
     def run(self, stop: threading.Event) -> None:
         self._failure = None
-        sockets = _Sockets()
+        sockets = Sockets()
         done, failed = threading.Event(), threading.Event()
         writer = threading.Thread(target=self._write, args=(done, failed), name="syslog-writer", daemon=True)
         try:
@@ -134,7 +101,10 @@ class SyslogReceiver:
             log.info("syslog receiver listening on %s (udp port %s, tcp port %s)", self.config.host,
                      self.ports["udp_port"], self.ports["tcp_port"])
             while not stop.is_set() and not failed.is_set():
-                for key, _events in sockets.selector.select(SELECT_SECONDS):
+                paused = [c for c in sockets.clients.values() if c.paused]
+                for client in paused:
+                    self._resume(sockets, client)
+                for key, _events in sockets.selector.select(PAUSED_SELECT_SECONDS if paused else SELECT_SECONDS):
                     key.data()
         except Exception as exc:
             self.last_error = str(exc)
@@ -154,43 +124,18 @@ class SyslogReceiver:
 
     # --- sockets (the serving thread) ---
 
-    def _listen(self, sockets: _Sockets) -> None:
+    def _listen(self, sockets: Sockets) -> None:
         self.ports = {"udp_port": None, "tcp_port": None}
         for transport, port in (("udp", self.config.udp_port), ("tcp", self.config.tcp_port)):
             if port is None:
                 continue
-            sock = self._bind(transport, port)
+            sock = bind(self.config.host, transport, port)
             sockets.listeners.append(sock)
             self.ports[f"{transport}_port"] = sock.getsockname()[1]
             handler = partial(self._read_udp if transport == "udp" else self._accept, sockets, sock)
             sockets.selector.register(sock, selectors.EVENT_READ, handler)
 
-    def _bind(self, transport: str, port: int) -> socket.socket:
-        host = self.config.host
-        where = f"{transport} {'[' + host + ']' if ':' in host else host}:{port}"
-        kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
-        try:
-            family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
-            sock = socket.socket(family, kind)
-        except OSError as exc:
-            raise ListenError(f"the syslog receiver cannot listen on {where}: {exc}") from exc
-        try:
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart must not wait for TIME_WAIT
-            else:
-                for option, value in ((socket.SO_RCVBUF, UDP_BUFFER_BYTES), (SO_RXQ_OVFL, 1)):
-                    with contextlib.suppress(OSError):  # best effort: a smaller buffer, or drops seen only as gaps
-                        sock.setsockopt(socket.SOL_SOCKET, option, value)
-            sock.bind(address)
-            if kind == socket.SOCK_STREAM:
-                sock.listen(128)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise ListenError(f"the syslog receiver cannot listen on {where}: {exc}{_hint(exc)}") from exc
-        return sock
-
-    def _read_udp(self, sockets: _Sockets, sock: socket.socket) -> None:
+    def _read_udp(self, sockets: Sockets, sock: socket.socket) -> None:
         for _ in range(READS_PER_TURN):
             try:
                 datagram, ancillary, _flags, address = sock.recvmsg(65535, _ANCILLARY_BYTES)
@@ -208,7 +153,7 @@ class SyslogReceiver:
             if message is not None:
                 self._enqueue(message, f"syslog:udp:{address[0]}")
 
-    def _accept(self, sockets: _Sockets, listener: socket.socket) -> None:
+    def _accept(self, sockets: Sockets, listener: socket.socket) -> None:
         for _ in range(READS_PER_TURN):
             try:
                 conn, address = listener.accept()
@@ -225,13 +170,16 @@ class SyslogReceiver:
                                 "(max_tcp_clients); %d refused so far", address[0], len(sockets.clients), refused)
                 continue
             conn.setblocking(False)
-            client = _Client(conn, address[0], self.limit)
+            client = Client(conn, address[0], self.limit)
             sockets.clients[conn] = client
             sockets.selector.register(conn, selectors.EVENT_READ, partial(self._read_client, sockets, client))
             self._count("tcp_connections")
             self._count("clients")
 
-    def _read_client(self, sockets: _Sockets, client: _Client) -> None:
+    def _read_client(self, sockets: Sockets, client: Client) -> None:
+        if self._queue.full():
+            self._pause(sockets, client)
+            return
         try:
             chunk = client.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -243,27 +191,57 @@ class SyslogReceiver:
             return
         framer = client.framer
         errors = framer.framing_errors
-        for message in framer.feed(chunk):
-            self._enqueue(message, client.location)
+        client.held.extend(framer.feed(chunk))
         if framer.framing_errors != errors:
             self._count("framing_errors", framer.framing_errors - errors)
+        if not self._offer(client):
+            self._pause(sockets, client)
 
-    def _close_client(self, sockets: _Sockets, client: _Client) -> None:
+    def _offer(self, client: Client) -> bool:
+        """Queue the client's framed messages; False when the queue filled up before all were in."""
+        held = client.held
+        while held:
+            try:
+                self._queue.put_nowait(_queued(held[0], client.location))
+            except queue.Full:
+                return False
+            self._received(held.popleft())
+        return True
+
+    def _pause(self, sockets: Sockets, client: Client) -> None:
+        if not client.paused:
+            client.paused = True
+            sockets.selector.unregister(client.sock)
+            self._count("tcp_paused")
+
+    def _resume(self, sockets: Sockets, client: Client) -> None:
+        if self._offer(client) and not self._queue.full():
+            client.paused = False
+            sockets.selector.register(client.sock, selectors.EVENT_READ, partial(self._read_client, sockets, client))
+
+    def _close_client(self, sockets: Sockets, client: Client) -> None:
         rest = client.framer.flush()  # the sender stopped mid-message: keep what came
         if rest is not None:
-            self._enqueue(rest, client.location)
-        sockets.selector.unregister(client.sock)
+            client.held.append(rest)
+        while client.held:  # the run is ending (or the sender left): what does not fit now is counted
+            self._enqueue(client.held.popleft(), client.location)
+        if not client.paused:
+            sockets.selector.unregister(client.sock)
         del sockets.clients[client.sock]
         client.sock.close()
         self._count("clients", -1)
 
-    def _enqueue(self, message: Message, location: str) -> None:
+    def _received(self, message: Message) -> None:
         with self._lock:
             self.counters["received"] += 1
             if message.cut:
                 self.counters["truncated"] += 1
+
+    def _enqueue(self, message: Message, location: str) -> None:
+        """UDP: nothing can slow the sender down, so a message that finds the queue full is dropped and counted."""
+        self._received(message)
         try:
-            self._queue.put_nowait((message.data, message.size, location, time.time()))
+            self._queue.put_nowait(_queued(message, location))
         except queue.Full:
             with self._lock:
                 self.counters["dropped"] += 1
@@ -365,11 +343,5 @@ class SyslogReceiver:
                      data={"vigil": {"module": self.name, "kind": "events_dropped", "count": count, "error": error}})
 
 
-def _hint(exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return " (another syslog daemon may hold the port; set logs.syslog.udp_port/tcp_port, or null to turn it off)"
-    if exc.errno == errno.EACCES:
-        return " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return " (no interface has this address; see logs.syslog.host)"
-    return ""
+def _queued(message: Message, location: str) -> Queued:
+    return message.data, message.size, location, time.time()
