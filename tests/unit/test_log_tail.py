@@ -157,3 +157,24 @@ def test_a_missing_file_is_waited_for(tmp_path: Path) -> None:
     assert drain(tail) == ["hello"]
     tail.close()
 
+
+
+def test_through_a_link_a_file_rotated_while_down_is_found_beside_its_target(tmp_path: Path) -> None:
+    """kubelet: /var/log/containers/x.log -> /var/log/pods/.../0.log, rotated to 0.log.<time>."""
+    pods = tmp_path / "pods"
+    pods.mkdir()
+    target = pods / "0.log"
+    target.write_text("one\n")
+    link = tmp_path / "x.log"
+    os.symlink(target, link)
+    tail = FileTail(str(link), 1000, None, from_end=False)
+    assert drain(tail) == ["one"]
+    saved = TailState.list_from_state(tail.state())
+    tail.close()
+    with target.open("a") as f:
+        f.write("two\n")
+    os.rename(target, pods / "0.log.20261127-080000")
+    target.write_text("three\n")
+    again = FileTail(str(link), 1000, saved, from_end=False)
+    assert drain(again) == ["two", "three"]
+    again.close()

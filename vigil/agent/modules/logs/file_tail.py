@@ -124,7 +124,10 @@ def _open(path: str) -> int | None:
 
 
 def _siblings(path: str) -> list[str]:
-    """Where logrotate, Docker and kubelet put a rotated file: `x.1`, `x-20240101`, `x.log.20240101-...`."""
+    """Where logrotate, Docker and kubelet put a rotated file: `x.1`, `x-20240101`, `x.log.20240101-...`.
+
+    Through a link (kubelet's /var/log/containers/*.log), beside the file it points to."""
+    path = os.path.realpath(path)
     found = set(glob.glob(glob.escape(path) + ".*")) | set(glob.glob(glob.escape(path) + "-*"))
     return sorted((p for p in found if not p.endswith((".gz", ".bz2", ".xz", ".zst"))),
                   key=lambda p: -_mtime(p))
