@@ -144,7 +144,10 @@ class LogsModule:
             tail = FileTail(path, self.config.max_line_bytes, saved, from_end and kind == "file")
             joiner = PartialJoiner(self.config.max_line_bytes) if kind != "file" else None
             self.sources[path] = Source(path, kind, tail, meta, joiner)
-            log.info("logs: following %s (%s)", path, kind)
+            if os.path.exists(path):
+                log.info("logs: following %s (%s)", path, kind)
+            else:
+                log.debug("logs: %s does not exist; it is read once it appears", path)
         for path in [p for p, s in self.sources.items() if p not in wanted and s.tail.state() is None]:
             self._forget(self.sources.pop(path))
 
@@ -212,7 +215,3 @@ class LogsModule:
                 self.counters["invalid_bytes"] += 1
         return event
 
-
-def config_paths_exist(config: LogsConfig) -> bool:
-    """Whether anything is there to follow now (used to say so at start)."""
-    return any(glob.glob(p) for p in config.files) or os.path.isdir(config.docker_data_root / "containers")
