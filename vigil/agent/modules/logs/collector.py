@@ -35,7 +35,9 @@ from vigil.event import AgentRef, Event
 log = logging.getLogger(__name__)
 
 STARTED_KEY = "logs.started"
-BATCH_BYTES = 1024 * 1024
+# What one poll of one file hands on at most. Small batches stay in the CPU's cache: 256 KiB ran at
+# 110k lines/s with 10 MB more memory, 1 MiB at 69k lines/s with 50 MB more (bench/log_collection.py).
+BATCH_BYTES = 256 * 1024
 
 
 def state_key(path: str) -> str:
