@@ -246,6 +246,8 @@ class FileTail:
             st = os.stat(self.path)
         except FileNotFoundError:
             st = None
+        except OSError:  # not allowed to look (any more): keep reading what is open
+            return
         if st is not None and (st.st_dev, st.st_ino) == (current.dev, current.ino):
             return
         # Renamed or deleted: whatever is still written to the old file is read before the new one,
