@@ -13,8 +13,9 @@ Writes a deterministic mixed log (syslog, sshd, sudo, nginx access, dpkg; the sh
    same file, as a subprocess, timed by wall clock. fail2ban looks for one thing (sshd failures);
    Vigil decodes and judges every line with all its rules.
 3. **Memory**: resident memory of a fresh process after loading the shipped rules, and after loading
-   2,000 generated rules more (each with an equality and a regex condition, as users write them):
-   the difference per 1,000 rules.
+   2,000 generated rules more (each with a regex and an `exists` condition, as users write them):
+   the difference per 1,000 rules. Rules compile their regexes and generate their matcher when
+   first used, so the same is also measured as if every rule had run once (no target on that).
 
 Targets: >= 50,000 lines/s on one core (stretch 100,000); >= 2x fail2ban-regex; <= 4 MB per 1,000 rules.
 """
@@ -162,14 +163,21 @@ import gc, sys
 from pathlib import Path
 from vigil.alert import MitreCatalog
 from vigil.manager.analysis.engine import Engine
+from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
 from vigil.manager.analysis.text_decoders import load_decoders, shipped_decoders_dir
 from vigil.manager.pipeline import Analyzer
-dirs = [shipped_rules_dir()] + [Path(p) for p in sys.argv[1:]]
+dirs = [shipped_rules_dir()] + [Path(p) for p in sys.argv[2:]]
 rules = load_rules(dirs)
 decoders = load_decoders([shipped_decoders_dir()])
 analyzer = Analyzer(Engine(RuleSet(rules.rules)), MitreCatalog.shipped(), "m", 3, decoders)
+if sys.argv[1] == "run":  # every rule as if it had run: its regexes compiled, its matcher generated
+    for rule in rules.rules.values():
+        rule.matches(Fields({}, "")), rule.render_description(Fields({}))
+        for cond in [*rule.conditions, rule.raw]:
+            if cond is not None and cond.regex is not None:
+                cond.regex.search("")
 gc.collect()
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
 print(len(rules.rules), rss)
@@ -178,7 +186,7 @@ print(len(rules.rules), rss)
 
 def write_generated_rules(directory: Path, count: int) -> None:
     """`count` rules like users write them: children of the shipped sshd, web and sudo rules, each with
-    an equality and a regex condition, so they take the same memory as real ones."""
+    a regex and an `exists` condition and a description naming a field, so they take the memory real ones do."""
     rng = random.Random(7)
     parents = [("5716", "dstuser"), ("31101", "url"), ("5402", "command")]
     out = ["rules:"]
@@ -191,15 +199,17 @@ def write_generated_rules(directory: Path, count: int) -> None:
     (directory / "generated.yml").write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
-def memory_per_1000_rules(workdir: Path) -> tuple[int, float]:
+def memory_per_1000_rules(workdir: Path, mode: str = "load") -> tuple[int, float]:
     """(rules added, MB per 1,000 rules): resident memory of a fresh process with the shipped rules and
-    with `GENERATED_RULES` more, the difference divided by what was added."""
+    with `GENERATED_RULES` more, the difference divided by what was added. `mode` "run": as if every
+    rule had run once (rules compile their regexes and generate their matcher at first use)."""
     extra = workdir / "generated"
-    extra.mkdir()
-    write_generated_rules(extra, GENERATED_RULES)
+    if not extra.is_dir():
+        extra.mkdir()
+        write_generated_rules(extra, GENERATED_RULES)
 
     def rss(*dirs: Path) -> tuple[int, int]:
-        result = subprocess.run([sys.executable, "-c", _RSS_AFTER_LOAD, *map(str, dirs)], capture_output=True,
+        result = subprocess.run([sys.executable, "-c", _RSS_AFTER_LOAD, mode, *map(str, dirs)], capture_output=True,
                                 text=True, check=True, cwd=ROOT)
         count, kb = result.stdout.split()
         return int(count), int(kb)
@@ -264,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         rates, alerts, vigil_seconds = run_vigil(analyzer, lines)
         f2b_seconds, f2b_matched = run_fail2ban(log)
         added_rules, mb_per_1000 = memory_per_1000_rules(workdir)
+        _, mb_per_1000_run = memory_per_1000_rules(workdir, "run")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     median = statistics.median(rates)
@@ -281,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         ["shipped rules loaded / memory they and the decoders take", f"{rule_count} / {rules_mb:.1f} MB"],
         [f"memory per 1,000 rules ({added_rules:,} generated rules added to a fresh process)",
          f"{mb_per_1000:.1f} MB"],
+        ["the same once every rule has run (regexes compiled, matchers generated)", f"{mb_per_1000_run:.1f} MB"],
         [f"target >= {TARGET_LINES_PER_SECOND:,} lines/s (stretch {STRETCH_LINES_PER_SECOND:,})",
          "PASS" if median >= TARGET_LINES_PER_SECOND else "FAIL"],
         [f"target >= {TARGET_RATIO:.0f}x fail2ban-regex",

@@ -118,7 +118,7 @@ def test_failures_for_one_account_from_many_addresses_are_a_brute_force() -> Non
     lines = [H + f"sshd[1]: Failed password for root from 203.0.113.{i} port 5 ssh2" for i in range(10)]
     assert winner(lines[:9]) == ("5716", 5)
     assert winner(lines) == ("200021", 10)
-    other_user = lines[:9] + [H + "sshd[1]: Failed password for admin from 203.0.113.99 port 5 ssh2"]
+    other_user = [*lines[:9], H + "sshd[1]: Failed password for admin from 203.0.113.99 port 5 ssh2"]
     assert winner(other_user) == ("5716", 5)  # counted per account
 
 

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from vigil.alert import AlertIds, MitreCatalog, build_alert, encode_alert, wazuh_timestamp
 from vigil.errors import EventError
@@ -23,15 +23,16 @@ from vigil.manager.outputs.store import Columns, Store, alert_columns
 from vigil.manager.outputs.writer import LocalOutputs, Outputs, Ticket
 
 log = logging.getLogger(__name__)
+_new = tuple.__new__
 
 DEFAULT_FOLD_IGNORE = (
     "docker.time", "docker.timeNano", "docker.Actor.Attributes.execID", "container.inspected_at",
 )
 
 
-@dataclass(slots=True)
-class Analysed:
-    """What analysis made of one event: the decoder, the rule chain tried, and the alert if any."""
+class Analysed(NamedTuple):
+    """What analysis made of one event: the decoder, the rule chain tried, and the alert if any.
+    (A named tuple, built with tuple.__new__: one is made per event.)"""
 
     decoder: str
     fields: dict[str, Any]
@@ -78,7 +79,7 @@ class Analyzer:
                 alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
                 decoder_parent=decoded.parent, mitre=self.mitre, predecoder=decoded.predecoder,
             )
-        return Analysed(decoded.name, decoded.fields.data, match, alert, trace, decoded.child)
+        return _new(Analysed, (decoded.name, decoded.fields.data, match, alert, trace, decoded.child))
 
 
 @dataclass(slots=True)

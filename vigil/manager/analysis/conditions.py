@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import re2
-
 from vigil.manager.analysis.fields import as_text
+from vigil.manager.analysis.re2fast import Regex, RegexError, re2_options
+
+__all__ = ["Condition", "ConditionError", "build_condition", "compile_regex", "re2_options"]
 
 OPERATORS = ("equals", "regex", "in", "list", "gt", "ge", "lt", "le", "cidr", "exists", "not")
 
@@ -33,10 +34,10 @@ class Condition:
 
     path: str
     equals: frozenset[str] | None = None
-    regex: Any = None
+    regex: Regex | None = None
     regex_source: str | None = None
-    numeric: list[tuple[str, float]] = field(default_factory=list)
-    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    numeric: tuple[tuple[str, float], ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     exists: bool | None = None
     negate: bool = False
     fast: str = ""  # "equals" or "regex" when that is the only test: the hot path for string values
@@ -46,7 +47,7 @@ class Condition:
             if self.fast == "equals":
                 return (value in self.equals) != self.negate  # type: ignore[operator]
             if self.fast == "regex":
-                return (self.regex.search(value) is not None) != self.negate
+                return self.regex.search(value) != self.negate  # type: ignore[union-attr]
         return self._test(value) != self.negate
 
     def seal(self) -> Condition:
@@ -66,7 +67,8 @@ class Condition:
         items = list(_values(value))
         if self.equals is not None and not any(as_text(v) in self.equals for v in items):
             return False
-        if self.regex is not None and not any(self.regex.search(as_text(v)) for v in items):
+        regex = self.regex
+        if regex is not None and not any(regex.search(as_text(v)) for v in items):
             return False
         for op, bound in self.numeric:
             if not any(compare_number(v, op, bound) for v in items):
@@ -93,7 +95,7 @@ def compare_number(value: Any, op: str, bound: float) -> bool:
     return _COMPARE[op](number, bound)
 
 
-def in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def in_networks(value: Any, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         address = ipaddress.ip_address(str(value))
     except ValueError:
@@ -101,20 +103,13 @@ def in_networks(value: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv
     return any(address in net for net in networks)
 
 
-def re2_options() -> Any:
-    """RE2 options that keep its C++ logging off stderr; errors are reported by the loader instead."""
-    options = re2.Options()
-    options.log_errors = False
-    return options
-
-
-def compile_regex(pattern: str) -> Any:
-    """RE2 only: linear time on hostile input, and the same syntax the multi-pattern Set takes."""
+def compile_regex(pattern: str, lazy: bool = False) -> Regex:
+    """RE2 only: linear time on hostile input, and the same syntax the multi-pattern Set takes.
+    `lazy`: checked now, compiled for matching at first use (rules that never run cost no program)."""
     try:
-        return re2.compile(pattern, re2_options())
-    except re2.error as exc:
-        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise ConditionError(f"bad regex {pattern!r}: {reason}") from exc
+        return Regex(pattern, lazy)
+    except RegexError as exc:
+        raise ConditionError(f"bad regex {pattern!r}: {exc}") from exc
 
 
 def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -> Condition:
@@ -147,7 +142,7 @@ def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -
     if "regex" in spec:
         cond.regex_source = str(spec["regex"])
         try:
-            cond.regex = compile_regex(cond.regex_source)
+            cond.regex = compile_regex(cond.regex_source, lazy=True)
         except ConditionError as exc:
             raise ConditionError(f"{path}: {exc}") from exc
     for op in ("gt", "ge", "lt", "le"):
@@ -155,11 +150,11 @@ def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -
             bound = spec[op]
             if isinstance(bound, bool) or not isinstance(bound, int | float):
                 raise ConditionError(f"{path}: {op!r} takes a number, got {bound!r}")
-            cond.numeric.append((op, float(bound)))
+            cond.numeric += ((op, float(bound)),)
     if "cidr" in spec:
         blocks = spec["cidr"] if isinstance(spec["cidr"], list) else [spec["cidr"]]
         try:
-            cond.networks = [ipaddress.ip_network(str(b), strict=False) for b in blocks]
+            cond.networks = tuple(ipaddress.ip_network(str(b), strict=False) for b in blocks)
         except ValueError as exc:
             raise ConditionError(f"{path}: bad CIDR: {exc}") from exc
     if "exists" in spec:

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -14,10 +13,12 @@ from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.text_decoders import TextDecoders
 
 TEXT = "syslog"  # an Event.decoder: a text line with (or without) a syslog header
+_new = tuple.__new__
 
 
-@dataclass(slots=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """One event decoded. A named tuple, built with tuple.__new__ on the text path: one per event."""
+
     name: str
     parent: str | None
     fields: Fields
@@ -59,5 +60,4 @@ def _decode_text(event: Event, raw: str, text: TextDecoders) -> Decoded:
     # Rules see the header's parts (program_name, hostname, ...) beside the decoded fields.
     fields = Fields({**(predecoder or {}), **event.data}, raw)
     name = line.name or TEXT
-    return Decoded(name=name, parent=line.name if line.child else None, fields=fields, predecoder=predecoder,
-                   child=line.child)
+    return _new(Decoded, (name, line.name if line.child else None, fields, predecoder, line.child))

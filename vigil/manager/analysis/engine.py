@@ -35,6 +35,8 @@ class Engine:
         self.ruleset = ruleset
         self._children = ruleset.child_indexes
         self._shared = ruleset.shared
+        self._roots = ruleset.root_indexes
+        self._any_decoder = ruleset.any_decoder
         self.correlator = Correlator()
         self.suppressed: Counter[tuple[int, str]] = Counter()
         self.matched_by_rule: Counter[int] = Counter()
@@ -53,8 +55,10 @@ class Engine:
         shared = self._shared
         # A rule reachable through several parents (if_group, a list of if_sid) is tried once per
         # event, so correlation and exception counts see each event once.
-        tried: set[int] = set()
-        roots = self.ruleset.roots(decoder, fields)
+        tried: set[int] | None = None
+        roots = self._roots.get(decoder, self._any_decoder).candidates(fields)  # RuleSet.roots, inlined
+        if not roots:  # most lines of a text log: no rule for their program
+            return Match(None)
         # One root is the usual case: no reversed copy then.
         stack: list[tuple[Rule, int, tuple[int, ...]]] = (
             [(roots[0], 0, ())] if len(roots) == 1 else [(rule, 0, ()) for rule in reversed(roots)]
@@ -62,7 +66,9 @@ class Engine:
         while stack:
             rule, depth, chain = stack.pop()
             if rule.id in shared:
-                if rule.id in tried:
+                if tried is None:
+                    tried = set()
+                elif rule.id in tried:
                     continue
                 tried.add(rule.id)
             if not (rule.key_only or rule.matches(fields)):

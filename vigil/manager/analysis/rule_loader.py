@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vigil.errors import LoadError, Problem, RuleLoadError
+from vigil.errors import Problem, RuleLoadError
 from vigil.manager.analysis.conditions import ConditionError, build_condition
 from vigil.manager.analysis.fields import as_text
+from vigil.manager.analysis.rule_buffer import RuleBuffer, pack
 from vigil.manager.analysis.rules import COMPLIANCE_KEYS, Exception_, Rule
-from vigil.yamlsrc import line_of, load_yaml
+from vigil.yamlsrc import line_of
 
 RULE_KEYS = frozenset(
     {
@@ -47,18 +50,17 @@ def load_rules(dirs: Iterable[Path]) -> LoadedRules:
     Raises RuleLoadError listing every problem found; a partial rule set is never returned.
     """
     problems: list[Problem] = []
-    docs: list[tuple[Path, Any]] = []
-    for directory in dirs:
-        for path in rule_files(directory):
-            try:
-                docs.append((path, load_yaml(path, "rules")))
-            except LoadError as exc:
-                problems.extend(exc.problems)
-    lists = _collect_lists(docs, problems)
+    blobs = [blob for directory in dirs for path in rule_files(directory)
+             if (blob := pack(path, problems, _rule_specs))]
+    gc.collect()  # the YAML loader is a web of reference cycles: free it before any rule is built
+    files = [RuleBuffer(blob) for blob in blobs]
+    lists = _collect_lists([(file.path, file.head) for file in files], problems)
     rules: dict[int, Rule] = {}
     order = 0
-    for path, doc in docs:
-        for spec in _rule_specs(path, doc, problems):
+    for file in files:
+        path = file.path
+        problems.extend(file.shape)
+        for spec in file.specs():
             rule = _build_rule(path, spec, lists, problems)
             if rule is None:
                 continue
@@ -78,7 +80,7 @@ def load_rules(dirs: Iterable[Path]) -> LoadedRules:
     _check_references(rules, problems)
     if problems:
         raise RuleLoadError("rules", problems)
-    return LoadedRules(rules=rules, lists=lists, files=[str(p) for p, _ in docs])
+    return LoadedRules(rules=rules, lists=lists, files=[str(file.path) for file in files])
 
 
 def _collect_lists(docs: list[tuple[Path, Any]], problems: list[Problem]) -> dict[str, frozenset[str]]:
@@ -132,7 +134,8 @@ def _str_tuple(value: Any, what: str) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in items):
         raise ValueError(f"{what} must be a list of strings")
-    return tuple(str(v) for v in items)
+    # Interned: names (groups, fields, techniques) repeat across rules, and one copy is kept.
+    return tuple(sys.intern(str(v)) for v in items)
 
 
 def _build_rule(path: Path, spec: Any, lists: dict[str, frozenset[str]], problems: list[Problem]) -> Rule | None:
@@ -192,9 +195,9 @@ def _fill_optional(rule: Rule, spec: dict[str, Any], lists: dict[str, frozenset[
         rule.exceptions = keyed("exceptions", lambda v: _exceptions(v, lists))
     if "mitre" in spec:
         rule.mitre = keyed("mitre", lambda v: _str_tuple(v, "mitre"))
-    for key in COMPLIANCE_KEYS:
-        if key in spec:
-            rule.compliance[key] = keyed(key, lambda v, k=key: _str_tuple(v, k))
+    compliance = {key: keyed(key, lambda v, k=key: _str_tuple(v, k)) for key in COMPLIANCE_KEYS if key in spec}
+    if compliance:
+        rule.compliance = compliance
     if "options" in spec:
         options = keyed("options", lambda v: frozenset(_str_tuple(v, "options")))
         unknown = options - OPTIONS
@@ -243,7 +246,7 @@ def _conditions(value: Any, lists: dict[str, frozenset[str]]) -> list[Any]:
     out = []
     for path, spec in value.items():
         try:
-            out.append(build_condition(str(path), spec, lists))
+            out.append(build_condition(sys.intern(str(path)), spec, lists))
         except ConditionError as exc:
             exc.line = line_of(value, path)
             raise

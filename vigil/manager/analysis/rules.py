@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from vigil.manager.analysis.codegen import ConditionsFn, RenderFn, compile_conditions, compile_template
 from vigil.manager.analysis.conditions import Condition
 from vigil.manager.analysis.fields import Fields
 
 COMPLIANCE_KEYS = ("pci_dss", "gdpr", "hipaa", "nist_800_53", "tsc")
+# Shared by the rules without one, rather than an empty dict each (a rule set is mostly such rules).
+NO_COMPLIANCE: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 def conditions_hold(conditions: list[Condition], raw: Condition | None, fields: Fields) -> bool:
@@ -52,21 +56,21 @@ class Rule:
     if_group: str | None = None
     conditions: list[Condition] = field(default_factory=list)
     raw: Condition | None = None
-    exceptions: list[Exception_] = field(default_factory=list)
+    exceptions: Sequence[Exception_] = ()
     mitre: tuple[str, ...] = ()
-    compliance: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    compliance: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: NO_COMPLIANCE)
     options: frozenset[str] = frozenset()
     frequency: int | None = None
     timeframe: float | None = None
     same_fields: tuple[str, ...] = ()
     if_matched_sid: int | None = None
     if_matched_group: str | None = None
-    # True when the rule's one condition is the index key that selected it, so being a candidate
-    # already means it matched (set by seal()).
+    # True when the rule has no condition, or its one condition (or its `raw` regex alone) is the
+    # index key that selected it: being a candidate already means it matched (set by seal()).
     key_only: bool = False
 
     # Every condition holds (exceptions are checked separately so hits can be counted): generated
-    # by seal(), equal to conditions_hold(rule.conditions, rule.raw, fields).
+    # after seal(), equal to conditions_hold(rule.conditions, rule.raw, fields).
     matches: ConditionsFn = field(default=_unsealed, repr=False)
     # The description with `$(field.path)` placeholders filled (absent fields render empty).
     render_description: RenderFn = field(default=_unsealed_render, repr=False)
@@ -74,10 +78,22 @@ class Rule:
     def seal(self) -> Rule:
         """Called once the rule is complete: precomputes what matching every event needs."""
         only = self.conditions[0] if len(self.conditions) == 1 else None
-        self.key_only = only is not None and only.fast != "" and not only.negate and self.raw is None
-        self.matches = compile_conditions(self.conditions, self.raw)
-        self.render_description = compile_template(_parse_template(self.description))
+        raw = self.raw
+        self.key_only = (only is not None and only.fast != "" and not only.negate and raw is None) or (
+            not self.conditions and (raw is None or (raw.fast == "regex" and not raw.negate)))
+        # Generated at first use: most of a large rule set never runs, and the generated code was
+        # most of a loaded rule's memory (BENCHMARKS.md, log analysis).
+        self.matches = self._first_matches
+        self.render_description = self._first_render
         return self
+
+    def _first_matches(self, fields: Fields) -> bool:
+        self.matches = compile_conditions(self.conditions, self.raw)
+        return self.matches(fields)
+
+    def _first_render(self, fields: Fields) -> str:
+        self.render_description = compile_template(_parse_template(self.description))
+        return self.render_description(fields)
 
     def exception_hit(self, fields: Fields) -> str | None:
         for exc in self.exceptions:

@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-import re2
+from typing import TypeVar
 
 from vigil.manager.analysis.codegen import RULE_ORDER, CandidatesFn, compile_candidates, regex_hits, value_hits
-from vigil.manager.analysis.conditions import re2_options
 from vigil.manager.analysis.fields import Fields
+from vigil.manager.analysis.re2fast import SearchSet
 from vigil.manager.analysis.rules import Rule
 
 
@@ -23,7 +21,7 @@ class RegexIndex:
     with none of those prefixes cannot match, and str.startswith settles it without RE2.
     """
 
-    matcher: Any
+    matcher: SearchSet
     rules: list[Rule]
     prefixes: tuple[str, ...] | None = None
 
@@ -70,7 +68,9 @@ class CandidateIndex:
     """Narrows a list of sibling rules to those whose key condition holds for an event.
 
     Each rule's most selective equals/in/list condition is its key (one dict lookup); failing that,
-    its first positive regex joins the field's RE2 Set; rules with neither are always tried.
+    its first positive regex joins the field's RE2 Set, failing that its positive `raw` regex joins
+    the Set over the whole line, and failing that a field it requires (`exists: true`) is its key;
+    rules with none of these are always tried.
     """
 
     by_value: dict[str, dict[str, list[Rule]]] = field(default_factory=dict)
@@ -79,6 +79,8 @@ class CandidateIndex:
     # event without inspect data) cost one dict lookup together.
     value_keys: list[tuple[str, list[tuple[str, dict[str, list[Rule]]]]]] = field(default_factory=list)
     regex_keys: list[tuple[str, list[tuple[str, RegexIndex]]]] = field(default_factory=list)
+    by_raw: RegexIndex | None = None
+    by_exists: dict[str, list[Rule]] = field(default_factory=dict)  # path -> rules that need it present
     always: list[Rule] = field(default_factory=list)
     size: int = 0
     # The rules whose key holds for an event, in rule order: a generated function (codegen.py).
@@ -95,6 +97,7 @@ class CandidateIndex:
                 if cond.equals is not None and not cond.negate:
                     distinct[cond.path].update(cond.equals)
         regex_members: dict[str, list[Rule]] = defaultdict(list)
+        raw_members: list[Rule] = []
         for rule in ordered:
             index.size += 1
             keys = [c for c in rule.conditions if c.equals is not None and not c.negate]
@@ -108,22 +111,30 @@ class CandidateIndex:
             if rkey is not None:
                 regex_members[rkey.path].append(rule)
                 continue
+            if rule.raw is not None and rule.raw.regex is not None and not rule.raw.negate:
+                raw_members.append(rule)
+                continue
+            ekey = next((c for c in rule.conditions if c.exists is True and not c.negate), None)
+            if ekey is not None:
+                index.by_exists.setdefault(ekey.path, []).append(rule)
+                continue
             index.always.append(rule)
         for path, members in regex_members.items():
-            matcher = re2.Set.SearchSet(re2_options())
-            prefixes: list[str] = []
-            for rule in members:
-                source = next(c.regex_source for c in rule.conditions if c.path == path and c.regex is not None)
-                assert source is not None
-                matcher.Add(source)
-                prefixes.append(literal_prefix(source))
-            matcher.Compile()
-            usable = all(prefixes)
-            index.by_regex[path] = RegexIndex(matcher, members, tuple(prefixes) if usable else None)
+            sources = [next(c.regex_source for c in rule.conditions if c.path == path and c.regex is not None)
+                       for rule in members]
+            index.by_regex[path] = _regex_index(sources, members)
+        if raw_members:
+            index.by_raw = _regex_index([rule.raw.regex_source for rule in raw_members if rule.raw], raw_members)
         index.value_keys = _by_top(index.by_value)
         index.regex_keys = _by_top(index.by_regex)
         index.candidates = compile_candidates(index)
         return index
+
+def _regex_index(sources: list[str | None], members: list[Rule]) -> RegexIndex:
+    patterns = [source or "" for source in sources]
+    prefixes = [literal_prefix(source) for source in patterns]
+    return RegexIndex(SearchSet(patterns), members, tuple(prefixes) if all(prefixes) else None)
+
 
 def scan_candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
     """The generic walk over an index: the reference the compiled `CandidateIndex.candidates` must agree with."""
@@ -140,6 +151,11 @@ def scan_candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
                 value = fields.get(path)
                 if value is not None:
                     found.extend(regex_hits(value, rindex))
+    if index.by_raw is not None and fields.raw is not None:
+        found.extend(regex_hits(fields.raw, index.by_raw))
+    for path, needing in index.by_exists.items():
+        if fields.get(path) is not None:
+            found.extend(needing)
     if len(found) > 1:
         found = sorted(set(found), key=RULE_ORDER)
     return found
@@ -179,6 +195,8 @@ class RuleSet:
         # Each decoder's roots include the decoder-independent ones, so one lookup serves an event.
         self._roots = {name: CandidateIndex.build(rs + roots.get(None, [])) for name, rs in roots.items()}
         self._any_decoder = self._roots.get(None) or CandidateIndex()
+        self.root_indexes: dict[str | None, CandidateIndex] = self._roots
+        self.any_decoder = self._any_decoder
         self._children = {rid: CandidateIndex.build(rs) for rid, rs in children.items()}
         # Rules under more than one parent: the only ones an event can reach twice.
         parents: Counter[int] = Counter(rule.id for rs in children.values() for rule in rs)

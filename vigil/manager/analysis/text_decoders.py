@@ -22,16 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import re2
+from typing import Any, NamedTuple
 
 from vigil.errors import LoadError, Problem
-from vigil.manager.analysis.conditions import ConditionError, compile_regex, re2_options
+from vigil.manager.analysis.conditions import ConditionError, compile_regex
+from vigil.manager.analysis.re2fast import Regex, SearchSet
 from vigil.manager.analysis.syslog_header import SyslogHeader, parse_header
 from vigil.yamlsrc import line_of, load_yaml
 
 KEYS = frozenset({"name", "parent", "program_name", "program_name_regex", "prematch", "regex"})
+PROGRAM_CACHE = 10_000  # program names remembered with the parents they select
 
 
 class DecoderLoadError(LoadError):
@@ -43,48 +43,36 @@ class TextDecoder:
     name: str
     parent: str | None
     program_names: tuple[str, ...]
-    program_name_regex: Any
-    prematch: Any
-    regex: Any
+    program_name_regex: Regex | None
+    prematch: Regex | None
+    regex: Regex | None
     file: str  # where it is defined, for errors
     line: int
     prematch_source: str | None = None
     regex_source: str | None = None
     children: list[TextDecoder] = field(default_factory=list)
-    _children_set: Any = None  # RE2 Set over each child's selector (prematch, else regex)
+    _children_set: SearchSet | None = None  # RE2 Set over each child's selector (prematch, else regex)
 
-    def finds(self, message: str, selected: bool = False) -> dict[str, str] | None:
-        """The fields this decoder reads from `message`, or None when it does not apply. `selected`:
-        an RE2 Set already found the prematch (or, without one, the regex), so it is not tested again."""
-        if self.prematch is not None and not selected and self.prematch.search(message) is None:
+    def finds(self, message: str, data: bytes, selected: bool = False) -> dict[str, str] | None:
+        """The fields this decoder reads from `message` (`data` is it in UTF-8), or None when it does not
+        apply. `selected`: an RE2 Set already found the prematch (or, without one, the regex), so it
+        is not tested again. Empty groups read as absent."""
+        if self.prematch is not None and not selected and not self.prematch.search_bytes(data):
             return None
         if self.regex is None:
             return {}
-        match = self.regex.search(message)
-        if match is None:
-            return None
-        return {name: value for name, value in match.groupdict().items() if value}  # empty reads as absent
+        return self.regex.fields(message, data)
 
     def compile_children(self) -> None:
-        if self.children:
+        """A Set over the children's selectors, unless they are one or two regexes alone: trying those
+        in order costs at most what the Set pass and the winner's regex cost, and often half."""
+        if len(self.children) > 2 or any(c.prematch is not None for c in self.children):
             self._children_set = _search_set([c.prematch_source or c.regex_source or "" for c in self.children])
 
-    def child_that_finds(self, message: str) -> tuple[TextDecoder, dict[str, str]] | None:
-        """The first child, in file order, that reads `message`: one Set pass picks the children
-        whose selector matches, and only those run their regex."""
-        if self._children_set is None:
-            return None
-        for index in sorted(self._children_set.Match(message) or ()):
-            child = self.children[index]
-            found = child.finds(message, selected=True)
-            if found is not None:
-                return child, found
-        return None
 
-
-@dataclass(frozen=True, slots=True)
-class DecodedLine:
-    """What the decoders made of one line: the family (parent) name, the child that matched, fields."""
+class DecodedLine(NamedTuple):
+    """What the decoders made of one line: the family (parent) name, the child that matched, fields.
+    (A named tuple: one is made per line, and a frozen dataclass took several times as long.)"""
 
     header: SyslogHeader
     name: str | None
@@ -93,10 +81,10 @@ class DecodedLine:
 
 
 class TextDecoders:
-    """Picks the parent by program name (a dict lookup), then by `program_name_regex`, then by one RE2
-    Set pass over every prematch-only parent; each parent picks its child with a Set of its own.
-    Matching a regex through google-re2's Python binding costs microseconds a call, so the Sets keep
-    a line to two or three calls whatever the number of decoders (BENCHMARKS.md, log throughput)."""
+    """Picks the parents by program name (an exact name, then `program_name_regex`, remembered per
+    name), then by one RE2 Set pass over every prematch-only parent; each parent picks its child with
+    a Set of its own. An RE2 call costs about a microsecond whatever the pattern, so the Sets keep a
+    line to two or three calls whatever the number of decoders (BENCHMARKS.md, log throughput)."""
 
     def __init__(self, decoders: list[TextDecoder]) -> None:
         self.decoders = decoders
@@ -109,61 +97,82 @@ class TextDecoders:
         self._by_program_regex = [p for p in parents if p.program_name_regex is not None]
         self._by_prematch = [p for p in parents if not p.program_names and p.program_name_regex is None]
         self._prematch_set = _search_set([p.prematch_source or "" for p in self._by_prematch])
+        self._programs: dict[str, tuple[TextDecoder, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.decoders)
 
     def decode(self, line: str) -> DecodedLine:
         header = parse_header(line)
-        decoded = self._decode_by_program(header) or self._decode_by_prematch(header)
+        message = header.message
+        data = message.encode()
+        program = header.program_name
+        if program is not None:
+            parents = self._programs.get(program)
+            for parent in self._parents_of(program) if parents is None else parents:
+                if (decoded := _decode_with(parent, header, message, data, False)) is not None:
+                    return decoded
+        decoded = self._decode_by_prematch(header, message, data)
         if decoded is None and header.format != "none":
             # What looked like a header may be the start of a log with its own format (dnf.rpm.log's
             # `2024-05-02T10:11:12+0000 SUBDEBUG Installed: ...`): try the whole line too.
-            decoded = self._decode_by_prematch(SyslogHeader(message=line))
+            decoded = self._decode_by_prematch(SyslogHeader(line), line, line.encode())
         return decoded or DecodedLine(header, None, None, {})
 
-    def _decode_by_program(self, header: SyslogHeader) -> DecodedLine | None:
-        program = header.program_name
-        if program is None:
-            return None
-        exact = self._by_program.get(program)
-        if exact is not None and (decoded := _decode_with(exact, header, False)) is not None:
-            return decoded
-        for parent in self._by_program_regex:
-            if parent.program_name_regex.search(program) is not None and (
-                    decoded := _decode_with(parent, header, False)) is not None:
-                return decoded
-        return None
+    def _parents_of(self, program: str) -> tuple[TextDecoder, ...]:
+        """The parents a program name selects, in the order they are tried: by name, then by regex."""
+        parents = self._programs.get(program)
+        if parents is None:
+            exact = self._by_program.get(program)
+            parents = (*(() if exact is None else (exact,)),
+                       *(p for p in self._by_program_regex if p.program_name_regex.search(program)))  # type: ignore[union-attr]
+            if len(self._programs) < PROGRAM_CACHE:
+                self._programs[program] = parents
+        return parents
 
-    def _decode_by_prematch(self, header: SyslogHeader) -> DecodedLine | None:
+    def _decode_by_prematch(self, header: SyslogHeader, message: str, data: bytes) -> DecodedLine | None:
         if self._prematch_set is None:
             return None
-        for index in sorted(self._prematch_set.Match(header.message) or ()):
-            if (decoded := _decode_with(self._by_prematch[index], header, True)) is not None:
+        hits = self._prematch_set.match(data)
+        for index in sorted(hits) if len(hits) > 1 else hits:
+            if (decoded := _decode_with(self._by_prematch[index], header, message, data, True)) is not None:
                 return decoded
         return None
 
 
-def _decode_with(parent: TextDecoder, header: SyslogHeader, selected: bool) -> DecodedLine | None:
-    found = parent.finds(header.message, selected)
-    if found is None:
-        return None
-    chosen = parent.child_that_finds(header.message)
-    if chosen is not None:
-        child, more = chosen
-        return DecodedLine(header, parent.name, child.name, {**found, **more})
-    return DecodedLine(header, parent.name, None, found)
+_new = tuple.__new__  # builds a named tuple at half the cost of its __new__ (one per line)
 
 
-def _search_set(patterns: list[str]) -> Any:
+def _decode_with(parent: TextDecoder, header: SyslogHeader, message: str, data: bytes,
+                 selected: bool) -> DecodedLine | None:
+    found: dict[str, str] = {}
+    if parent.regex is None:  # TextDecoder.finds, inlined for the usual parent: no regex of its own
+        if parent.prematch is not None and not selected and not parent.prematch.search_bytes(data):
+            return None
+    else:
+        got = parent.finds(message, data, selected)
+        if got is None:
+            return None
+        found = got
+    # The first child, in file order, that reads the message: one Set pass picks the children whose
+    # selector matches and only those run their regex, or (compile_children) each is tried in turn.
+    children = parent.children
+    if parent._children_set is not None:
+        hits = parent._children_set.match(data)
+        if not hits:
+            return _new(DecodedLine, (header, parent.name, None, found))
+        children = [children[hits[0]]] if len(hits) == 1 else [children[i] for i in sorted(hits)]
+    for child in children:
+        more = {} if child.regex is None else child.regex.fields(message, data)
+        if more is not None:
+            merged: dict[str, str] = {**found, **more} if found else more
+            return _new(DecodedLine, (header, parent.name, child.name, merged))
+    return _new(DecodedLine, (header, parent.name, None, found))
+
+
+def _search_set(patterns: list[str]) -> SearchSet | None:
     """An RE2 Set that reports which of `patterns` occur in a text; None for no patterns."""
-    if not patterns:
-        return None
-    matcher = re2.Set.SearchSet(re2_options())
-    for pattern in patterns:
-        matcher.Add(pattern)
-    matcher.Compile()
-    return matcher
+    return SearchSet(patterns) if patterns else None
 
 
 def shipped_decoders_dir() -> Path:
@@ -247,7 +256,7 @@ def _decoder(path: Path, spec: Any) -> TextDecoder:
                        prematch_source=spec.get("prematch"), regex_source=spec.get("regex"))
 
 
-def _regex(name: str, key: str, pattern: Any) -> Any:
+def _regex(name: str, key: str, pattern: Any) -> Regex | None:
     if pattern is None:
         return None
     if not isinstance(pattern, str) or not pattern:
