@@ -70,6 +70,7 @@ EXAMPLES = [
     ("su[9]: failed: pts/2 changing from bob to root", "5302"),
     ("su[9]: failed: pts/2 changing from bob to alice", None),
     ("su[9]: bob to root on /dev/pts/2", "5303"),
+    ("su[9]: (to root) bob on pts/2", "5303"),
     ("su[9]: bob to alice on /dev/pts/2", None),
     # PAM
     ("login(pam_unix)[7]: authentication failure; logname= uid=0 euid=0 tty=tty1 ruser= rhost=  user=bob", "5503"),
@@ -97,6 +98,7 @@ def example_events() -> list[Event]:
     now = time.time()
     lines = [H + line for line, _ in EXAMPLES] + [H + line for line, *_ in BURSTS for _ in range(8)]
     lines += [H + f"sshd[1]: Failed password for spray from 198.51.100.{i} port 5 ssh2" for i in range(10)]
+    lines += [H + "sshd[1]: Accepted password for root from 203.0.113.9 port 5 ssh2"]  # after the bursts: 40112
     return [text_event(line, now + i) for i, line in enumerate(lines)]
 
 
@@ -120,6 +122,26 @@ def test_failures_for_one_account_from_many_addresses_are_a_brute_force() -> Non
     assert winner(lines) == ("200021", 10)
     other_user = [*lines[:9], H + "sshd[1]: Failed password for admin from 203.0.113.99 port 5 ssh2"]
     assert winner(other_user) == ("5716", 5)  # counted per account
+
+
+def test_a_success_after_a_brute_force_from_the_same_address_is_a_breach() -> None:
+    failures = [H + "sshd[1]: Failed password for root from 203.0.113.9 port 5 ssh2"] * 8
+    success = H + "sshd[1]: Accepted password for root from 203.0.113.9 port 5 ssh2"
+    assert winner([*failures, success]) == ("40112", 12)
+    assert winner([*failures, success, success]) == ("5715", 3)  # one alert per run of failures
+    assert winner([*failures[:7], success]) == ("5715", 3)  # failures, but not a brute force
+    assert winner([*failures, success.replace("203.0.113.9", "198.51.100.1")]) == ("5715", 3)  # another address
+    sudo_failures = H + "sudo:  alice : 3 incorrect password attempts ; TTY=pts/1 ; PWD=/ ; USER=root ; COMMAND=/bin/id"
+    assert winner([sudo_failures, H + "su[9]: alice to root on /dev/pts/2"]) == ("5303", 3)  # no address: unlinked
+
+
+def test_a_success_long_after_the_brute_force_is_not_linked_to_it() -> None:
+    fresh = analyzer()
+    now = time.time()
+    for i in range(8):
+        fresh.analyse(text_event(H + "sshd[1]: Failed password for root from 203.0.113.9 port 5 ssh2", now + i))
+    late = fresh.analyse(text_event(H + "sshd[1]: Accepted password for root from 203.0.113.9 port 5 ssh2", now + 300))
+    assert late.alert is not None and late.alert["rule"]["id"] == "5715"
 
 
 WAZUH_CASES = ROOT.parent / "shared/reference/wazuh-4.14/tests/tests"

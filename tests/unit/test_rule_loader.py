@@ -492,7 +492,7 @@ def test_frequency_without_timeframe(tmp_path: Path) -> None:
         ("timeframe: 60", "timeframe: 60", "'timeframe' needs a 'frequency'"),
         ("frequency: 1\n    timeframe: 60", "frequency: 1", "at least 2"),
         ("frequency: 3\n    timeframe: 0", "timeframe: 0", "positive number of seconds"),
-        ("if_matched_sid: 100", "if_matched_sid", "need 'frequency' and 'timeframe'"),
+        ("if_matched_sid: 100", "if_matched_sid", "'if_matched_sid' needs a 'timeframe'"),
         ("options: [no_ful_log]", "options:", "unknown option 'no_ful_log'"),
         ("exceptions: [{fields: {a: b}}]", "exceptions:", "needs a 'name'"),
         ("exceptions: [{name: x, field: {a: b}}]", "exceptions:", "needs a 'name' and 'fields'"),
@@ -514,6 +514,19 @@ def test_other_mistakes(tmp_path: Path, extra: str, needle: str, words: str) -> 
     problem = only_problem(tmp_path)
     assert (problem.file, problem.line) == (str(path), line_of_text(path, needle))
     assert words in problem.message
+
+
+def test_a_rule_that_follows_another_needs_a_parent(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, BASE + """
+  - id: 101
+    level: 3
+    if_matched_group: docker
+    timeframe: 60
+    description: x
+""")
+    problem = only_problem(tmp_path)
+    assert (problem.file, problem.line) == (str(path), line_of_text(path, "if_matched_group"))
+    assert "either 'frequency'" in problem.message and "'if_sid'/'if_group' parent" in problem.message
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:

@@ -84,6 +84,11 @@ class Engine:
                     if trace is not None:
                         trace.append(Step(rule.id, depth, f"counted {count}/{rule.frequency} in {rule.timeframe:g} s"))
                     continue
+            elif rule.timeframe is not None and not self.correlator.recall(rule, fields, timestamp):
+                if trace is not None:
+                    followed = rule.if_matched_sid or f"group {rule.if_matched_group}"
+                    trace.append(Step(rule.id, depth, f"no match of {followed} before it in {rule.timeframe:g} s"))
+                continue
             if trace is not None:
                 trace.append(Step(rule.id, depth, "matched"))
             chain = (*chain, rule.id)
@@ -100,7 +105,10 @@ class Engine:
         if best is not None:
             if best.id in self.ruleset.watchers:
                 self._correlate_matched(found, fields, timestamp, trace)
-            self.matched_by_rule[(found.rule or best).id] += 1  # a correlation rule may have taken over
+            winner = found.rule or best  # a correlation rule may have taken over
+            self.matched_by_rule[winner.id] += 1
+            for follower in self.ruleset.followers.get(winner.id, ()):
+                self.correlator.remember(follower, fields, timestamp)
         return found
 
     def _excepted(self, rule: Rule, fields: Fields, depth: int, trace: list[Step] | None) -> bool:

@@ -213,19 +213,24 @@ def _fill_correlation(rule: Rule, spec: dict[str, Any], keyed: Any) -> None:
         rule.frequency = keyed("frequency", _positive_int)
         if "timeframe" not in spec:
             raise _KeyedError("frequency", "'frequency' needs a 'timeframe' in seconds")
+    watches = "if_matched_sid" in spec or "if_matched_group" in spec
     if "timeframe" in spec:
         rule.timeframe = keyed("timeframe", _positive_number)
-        if rule.frequency is None:
-            raise _KeyedError("timeframe", "'timeframe' needs a 'frequency'")
+        if rule.frequency is None and not watches:
+            raise _KeyedError("timeframe", "'timeframe' needs a 'frequency' (or an 'if_matched_sid'/"
+                              "'if_matched_group' that the rule follows)")
     if "same_fields" in spec:
         rule.same_fields = keyed("same_fields", lambda v: _str_tuple(v, "same_fields"))
     if "if_matched_sid" in spec:
         rule.if_matched_sid = keyed("if_matched_sid", lambda v: _int_tuple(v)[0])
     if "if_matched_group" in spec:
         rule.if_matched_group = keyed("if_matched_group", lambda v: _str_tuple(v, "if_matched_group")[0])
-    if (rule.if_matched_sid or rule.if_matched_group) and rule.frequency is None:
-        raise _KeyedError("if_matched_sid" if rule.if_matched_sid else "if_matched_group",
-                          "'if_matched_sid'/'if_matched_group' need 'frequency' and 'timeframe'")
+    key = "if_matched_sid" if "if_matched_sid" in spec else "if_matched_group"
+    if watches and rule.timeframe is None:
+        raise _KeyedError(key, f"'{key}' needs a 'timeframe' in seconds")
+    if watches and rule.frequency is None and not rule.if_sid and rule.if_group is None:
+        raise _KeyedError(key, f"'{key}' needs either 'frequency' (count its matches) or an 'if_sid'/'if_group' "
+                          "parent (match that parent's events that follow one of its matches)")
 
 
 def _positive_int(value: Any) -> int:

@@ -87,6 +87,12 @@ class Rule:
         self.render_description = self._first_render
         return self
 
+    @property
+    def follows(self) -> bool:
+        """A rule that matches an event only when an earlier one matched `if_matched_*` within `timeframe`
+        (Wazuh's if_matched rules without a frequency: "failures, then a success")."""
+        return self.frequency is None and (self.if_matched_sid is not None or self.if_matched_group is not None)
+
     def _first_matches(self, fields: Fields) -> bool:
         self.matches = compile_conditions(self.conditions, self.raw)
         return self.matches(fields)

@@ -176,7 +176,9 @@ class RuleSet:
 
     def __init__(self, rules: dict[int, Rule]) -> None:
         self.rules = rules
-        tree_rules = [r for r in rules.values() if r.if_matched_sid is None and r.if_matched_group is None]
+        # Counting rules hang off the rule they count; rules that follow one sit in the tree under their parent.
+        tree_rules = [r for r in rules.values()
+                      if r.follows or (r.if_matched_sid is None and r.if_matched_group is None)]
         roots: dict[str | None, list[Rule]] = defaultdict(list)
         children: dict[int, list[Rule]] = defaultdict(list)
         by_group: dict[str, list[Rule]] = defaultdict(list)
@@ -201,21 +203,10 @@ class RuleSet:
         # Rules under more than one parent: the only ones an event can reach twice.
         parents: Counter[int] = Counter(rule.id for rs in children.values() for rule in rs)
         self.shared = frozenset(rid for rid, n in parents.items() if n > 1)
-        self.matched_correlations: dict[int, list[Rule]] = defaultdict(list)
-        self.group_correlations: dict[str, list[Rule]] = defaultdict(list)
-        for rule in rules.values():
-            if rule.if_matched_sid is not None:
-                self.matched_correlations[rule.if_matched_sid].append(rule)
-            if rule.if_matched_group is not None:
-                self.group_correlations[rule.if_matched_group].append(rule)
-        # The correlation rules that watch each rule, by id or by one of its groups, computed once.
-        self.watchers: dict[int, tuple[Rule, ...]] = {}
-        for rule in rules.values():
-            watching = list(self.matched_correlations.get(rule.id, ()))
-            for group in rule.groups:
-                watching.extend(self.group_correlations.get(group, ()))
-            if watching:
-                self.watchers[rule.id] = tuple(watching)
+        # The correlation rules that watch each rule, by id or by one of its groups, computed once:
+        # `watchers` count its matches (frequency), `followers` remember its last one.
+        self.watchers = _watching(rules, [r for r in rules.values() if not r.follows])
+        self.followers = _watching(rules, [r for r in rules.values() if r.follows])
 
     def roots(self, decoder: str, fields: Fields) -> list[Rule]:
         return self._roots.get(decoder, self._any_decoder).candidates(fields)
@@ -223,3 +214,22 @@ class RuleSet:
     @property
     def child_indexes(self) -> dict[int, CandidateIndex]:
         return self._children
+
+
+def _watching(rules: dict[int, Rule], correlations: list[Rule]) -> dict[int, tuple[Rule, ...]]:
+    """For each rule, the correlation rules among `correlations` that name it or one of its groups."""
+    by_sid: dict[int, list[Rule]] = defaultdict(list)
+    by_group: dict[str, list[Rule]] = defaultdict(list)
+    for rule in correlations:
+        if rule.if_matched_sid is not None:
+            by_sid[rule.if_matched_sid].append(rule)
+        if rule.if_matched_group is not None:
+            by_group[rule.if_matched_group].append(rule)
+    watching: dict[int, tuple[Rule, ...]] = {}
+    for rule in rules.values():
+        found = list(by_sid.get(rule.id, ()))
+        for group in rule.groups:
+            found.extend(by_group.get(group, ()))
+        if found:
+            watching[rule.id] = tuple(found)
+    return watching
