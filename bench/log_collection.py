@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/log_collection.py [--lines N] [--files F] [--markdown]
 
-Writes N lines (a mix of syslog, sshd and nginx lines, ~120 bytes each) spread over F files in a
+Writes N lines (sshd, cron, nginx and kernel lines, ~95 bytes each) spread over F files in a
 temp dir, then runs the `logs` module as `vigil agent` does (one thread, a real SQLite outbox,
 each poll's lines and offsets in one transaction) until every line is in the outbox. A second
 run reads one file rotated by rename every N/10 lines while it is written, to show rotation costs
