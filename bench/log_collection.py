@@ -5,9 +5,9 @@
 Writes N lines (sshd, cron, nginx and kernel lines, ~95 bytes each) spread over F files in a
 temp dir, then runs the `logs` module as `vigil agent` does (one thread, a real SQLite outbox,
 each poll's lines and offsets in one transaction) until every line is in the outbox. A second
-run reads one file rotated by rename every N/10 lines while it is written, to show rotation costs
-nothing measurable. Baseline in the same run: `tail -q -n +1 FILES > /dev/null` (GNU coreutils),
-which only reads.
+run reads one file rotated by rename every N/10 lines while it is written, to show what rotation
+costs (each renamed file is read until quiet for 1 s). Baseline in the same run:
+`tail -q -n +1 FILES > /dev/null` (GNU coreutils), which only reads.
 """
 
 from __future__ import annotations
