@@ -113,9 +113,10 @@ class TextDecoders:
                 if (decoded := _decode_with(parent, header, message, data, False)) is not None:
                     return decoded
         decoded = self._decode_by_prematch(header, message, data)
-        if decoded is None and header.format != "none":
+        if decoded is None and header.format != "none" and header.pid is None:
             # What looked like a header may be the start of a log with its own format (dnf.rpm.log's
-            # `2024-05-02T10:11:12+0000 SUBDEBUG Installed: ...`): try the whole line too.
+            # `2024-05-02T10:11:12+0000 SUBDEBUG Installed: ...`): try the whole line too. A header
+            # with a `program[pid]:` is a real one (and most lines no decoder wants have one).
             decoded = self._decode_by_prematch(SyslogHeader(line), line, line.encode())
         return decoded or DecodedLine(header, None, None, {})
 
