@@ -167,8 +167,9 @@ HEADERS = ["file", "sessions", "Wazuh ≥ 5", "Vigil also ≥ 5", "parity", "Waz
 def rows(results: list[FileResult]) -> list[list[str]]:
     out = [[r.file, str(r.sessions), str(r.alerting), str(r.detected), _share(r.parity), str(r.quiet), str(r.noisy),
             _share(r.noise_share)] for r in results]
-    total = FileResult("all", *(sum(getattr(r, k) for r in results)
-                                for k in ("sessions", "alerting", "detected", "quiet", "noisy")), [], [])
+    total = FileResult("all", sessions=sum(r.sessions for r in results), alerting=sum(r.alerting for r in results),
+                       detected=sum(r.detected for r in results), quiet=sum(r.quiet for r in results),
+                       noisy=sum(r.noisy for r in results), misses=[], noise=[])
     out.append([total.file, str(total.sessions), str(total.alerting), str(total.detected), _share(total.parity),
                 str(total.quiet), str(total.noisy), _share(total.noise_share)])
     return out
