@@ -51,7 +51,6 @@ class Source:
     tail: FileTail
     meta: dict[str, Any] | None = None
     joiner: PartialJoiner | None = None
-    lines: int = 0
     # Where the first part of a message still being joined began: a restart reads from there, so
     # the parts already read are not lost (the joiner lives in memory only).
     pending_from: int | None = None
@@ -113,23 +112,24 @@ class LogsModule:
         if self.config.docker_containers:
             root = self.config.docker_data_root / "containers"
             for path in glob.glob(f"{glob.escape(str(root))}/*/*-json.log"):
-                wanted[path] = ("docker", self._docker_meta(Path(path)))
+                wanted[path] = ("docker", self._docker_meta(Path(path).parent))
         if self.config.cri_logs:
             for path in glob.glob(f"{glob.escape(str(self.config.cri_dir))}/*.log"):
                 wanted[path] = ("cri", self._cri_meta(Path(path)))
         return wanted
 
-    def _docker_meta(self, path: Path) -> dict[str, Any] | None:
+    def _docker_meta(self, folder: Path) -> dict[str, Any] | None:
+        """What the engine records of the container whose folder (under containers/) this is."""
         try:
-            config = orjson.loads((path.parent / "config.v2.json").read_bytes())
+            config = orjson.loads((folder / "config.v2.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
             config = None
-        return docker_identity(path.parent.name, config)
+        return docker_identity(folder.name, config)
 
     def _cri_meta(self, path: Path) -> dict[str, Any] | None:
         meta = cri_identity(path.name)
         if meta is not None:  # with Docker as the runtime (cri-dockerd), the engine knows the image too
-            known = self._docker_meta(self.config.docker_data_root / "containers" / meta["container"]["id"] / "x")
+            known = self._docker_meta(self.config.docker_data_root / "containers" / meta["container"]["id"])
             if known is not None and "image" in known["container"]:
                 meta["container"]["image"] = known["container"]["image"]
         return meta
@@ -182,7 +182,6 @@ class LogsModule:
             state[-1]["offset"] = source.pending_from
         self.sink(events, {state_key(source.path): state} if state is not None else None)
         source.saved = state
-        source.lines += len(lines)
         self.counters["lines"] += len(events)
         return sum(len(x.data) for x in lines) >= BATCH_BYTES // 2
 

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,11 @@ class TailState:
 
 def _fingerprint(fd: int, length: int) -> str:
     return hashlib.blake2b(os.pread(fd, length, 0), digest_size=12).hexdigest()
+
+
+def _same_start(fd: int, size: int, saved: TailState) -> bool:
+    """The open file (`size` bytes) begins with the bytes `saved` fingerprinted, if it fingerprinted any."""
+    return saved.head_len == 0 or (size >= saved.head_len and _fingerprint(fd, saved.head_len) == saved.head)
 
 
 class _Reader:
@@ -104,6 +110,12 @@ class _Reader:
             return True
         self._refresh_head()  # know more of a young file's start, even before it is read
         return False
+
+    def restart(self) -> None:
+        """The file was emptied and written again: read it from its start, and learn that start anew."""
+        self.splitter.reset(0)
+        self.head_len = 0
+        self._refresh_head()
 
     def quiet(self) -> bool:
         """Unchanged for a while: a writer that kept the file open after a rename has moved on by now."""
@@ -166,43 +178,45 @@ class FileTail:
         for entry in saved:  # oldest first: rotated files not finished, then the file at the path
             if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
                 self._recover_renamed(entry)
-            elif st.st_size >= entry.offset and (entry.head_len == 0 or (
-                    st.st_size >= entry.head_len and _fingerprint(fd, entry.head_len) == entry.head)):
+            elif st.st_size >= entry.offset and _same_start(fd, st.st_size, entry):
                 offset = entry.offset
             else:
                 self._recover_copy(entry)
         self.current = _Reader(self.path, fd, offset, self.limit)
 
     def _recover_renamed(self, saved: TailState) -> None:
-        for sibling in _siblings(self.path):
-            fd = _open(sibling)
-            if fd is None:
-                continue
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and st.st_size >= saved.offset:
-                log.info("%s was rotated to %s while Vigil was down; reading the rest of it first", self.path, sibling)
-                self.draining.append(_Reader(sibling, fd, saved.offset, self.limit))
-                self.rotations += 1
-                return
-            os.close(fd)
+        def same_file(fd: int, st: os.stat_result) -> bool:
+            return (st.st_dev, st.st_ino) == (saved.dev, saved.ino) and st.st_size >= saved.offset
+
+        sibling = self._drain_sibling(same_file, saved.offset)
+        if sibling is not None:
+            log.info("%s was rotated to %s while Vigil was down; reading the rest of it first", self.path, sibling)
+            self.rotations += 1
 
     def _recover_copy(self, saved: TailState) -> None:
         """Copy-truncate: the lines after the offset are in the copy, which starts with the same bytes."""
         self.truncations += 1
         if saved.head_len == 0:
             return
+
+        def copy_of(fd: int, st: os.stat_result) -> bool:
+            return st.st_size >= saved.offset and _same_start(fd, st.st_size, saved)
+
+        if self._drain_sibling(copy_of, saved.offset) is None:
+            log.warning("%s was truncated; its copy was not found, so lines after offset %d may be missing",
+                        self.path, saved.offset)
+
+    def _drain_sibling(self, fits: Callable[[int, os.stat_result], bool], offset: int) -> str | None:
+        """Read from `offset` the first rotated sibling (newest first) that `fits`; its path, or None."""
         for sibling in _siblings(self.path):
             fd = _open(sibling)
             if fd is None:
                 continue
-            st = os.fstat(fd)
-            if st.st_size >= saved.offset and st.st_size >= saved.head_len and \
-                    _fingerprint(fd, saved.head_len) == saved.head:
-                self.draining.append(_Reader(sibling, fd, saved.offset, self.limit))
-                return
+            if fits(fd, os.fstat(fd)):
+                self.draining.append(_Reader(sibling, fd, offset, self.limit))
+                return sibling
             os.close(fd)
-        log.warning("%s was truncated; its copy was not found, so lines after offset %d may be missing",
-                    self.path, saved.offset)
+        return None
 
     def poll(self, budget: int = 4 * 1024 * 1024) -> list[Line]:
         """New whole lines (rotated files' last lines first); the state after them is `state()`."""
@@ -235,11 +249,8 @@ class FileTail:
         return lines
 
     def _truncated(self, current: _Reader) -> None:
-        saved = current.state()
-        self._recover_copy(saved)
-        current.splitter.reset(0)
-        current.head_len = 0
-        current._refresh_head()
+        self._recover_copy(current.state())
+        current.restart()
 
     def _check_rotation(self, current: _Reader) -> None:
         try:
@@ -258,13 +269,16 @@ class FileTail:
             self.rotations += 1
             self._start()
 
+    def _readers(self) -> list[_Reader]:
+        """Every file open, oldest first."""
+        return [*self.draining, *([self.current] if self.current is not None else [])]
+
     def state(self) -> list[dict[str, Any]] | None:
         """The resume point: every file not read to its end, oldest first, so a restart loses nothing."""
-        readers = [*self.draining, *([self.current] if self.current is not None else [])]
-        return [reader.state().to_state() for reader in readers] or None
+        return [reader.state().to_state() for reader in self._readers()] or None
 
     def close(self) -> None:
-        for reader in [*self.draining, *([self.current] if self.current else [])]:
+        for reader in self._readers():
             reader.close()
         self.draining.clear()
         self.current = None
