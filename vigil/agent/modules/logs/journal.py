@@ -92,7 +92,7 @@ class JournalModule:
         if proc is not None and proc.poll() is None:
             proc.terminate()
 
-    def _command(self) -> list[str]:
+    def _command(self, cursor: str | None) -> list[str]:
         journalctl = shutil.which("journalctl")
         if journalctl is None:
             raise VigilError("journal collection is on but journalctl is not installed (apt-get install systemd)")
@@ -100,14 +100,14 @@ class JournalModule:
         path = self.config.journal_path
         if path is not None:
             command.append(f"--file={path}" if path.is_file() else f"--directory={path}")
-        cursor = self.read_state(CURSOR_KEY)
-        self._resumed_at = cursor if isinstance(cursor, str) else None
         # First start: from now on, as with files; afterwards, right after the last entry stored.
-        command.append(f"--after-cursor={cursor}" if isinstance(cursor, str) else "--lines=0")
+        command.append(f"--after-cursor={cursor}" if cursor is not None else "--lines=0")
         return command
 
     def run(self, stop: threading.Event) -> None:
-        proc = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cursor = self.read_state(CURSOR_KEY)
+        self._resumed_at = cursor if isinstance(cursor, str) else None
+        proc = subprocess.Popen(self._command(self._resumed_at), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)
         self._proc = proc
         assert proc.stdout is not None
