@@ -7,11 +7,13 @@ parts `P` and the last one `F`. `PartialJoiner` puts a message back together, on
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
+
+from vigil.agent.modules.logs.line_splitter import HeadKeeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +60,12 @@ def parse_cri(line: bytes) -> ContainerLine:
     return ContainerLine(message, stream.decode(), _time(when.decode(errors="replace")), tag == b"P")
 
 
-@dataclass
-class _Pending:
-    head: bytearray = field(default_factory=bytearray)
-    size: int = 0
-
-
 class PartialJoiner:
     """Joins parts of one message per stream, keeping at most `limit` bytes of it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, HeadKeeper] = {}
 
     @property
     def pending(self) -> bool:
@@ -81,19 +77,16 @@ class PartialJoiner:
         if pending is None:
             if not line.partial:
                 return line.message, len(line.message)
-            pending = self._pending[line.stream] = _Pending()
-        room = self.limit - len(pending.head)
-        if room > 0:
-            pending.head += line.message[:room]
-        pending.size += len(line.message)
+            pending = self._pending[line.stream] = HeadKeeper(self.limit)
+        pending.add(line.message)
         if line.partial:
             return None
         del self._pending[line.stream]
-        return bytes(pending.head), pending.size
+        return pending.take()
 
     def flush(self) -> list[tuple[str, bytes, int]]:
         """Messages whose last part never came (the file ended): given as they are."""
-        out = [(stream, bytes(p.head), p.size) for stream, p in self._pending.items()]
+        out = [(stream, *p.take()) for stream, p in self._pending.items()]
         self._pending.clear()
         return out
 

@@ -17,6 +17,32 @@ class Line:
         return self.size > len(self.data)
 
 
+class HeadKeeper:
+    """The first `limit` bytes of something that arrives in pieces, and its whole length: all a reader
+    holds of a long line (here, in the syslog framer and in the container-log joiner)."""
+
+    __slots__ = ("head", "limit", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head = bytearray()
+        self.size = 0
+
+    def add(self, data: bytes | bytearray, start: int = 0, stop: int | None = None) -> None:
+        stop = len(data) if stop is None else stop
+        room = self.limit - len(self.head)
+        if room > 0:
+            self.head += data[start:min(stop, start + room)]
+        self.size += stop - start
+
+    def take(self) -> tuple[bytes, int]:
+        """What was kept and the whole length; empty again afterwards."""
+        kept = bytes(self.head), self.size
+        self.head.clear()
+        self.size = 0
+        return kept
+
+
 class LineSplitter:
     """Fed chunks as they are read; gives whole lines, keeping the first `limit` bytes of a long one.
 
@@ -26,13 +52,12 @@ class LineSplitter:
     def __init__(self, limit: int, offset: int = 0) -> None:
         self.limit = limit
         self.offset = offset
-        self._head = bytearray()  # the unfinished line's first bytes, up to the limit
-        self._size = 0  # the unfinished line's length so far
+        self._held = HeadKeeper(limit)  # the unfinished line
         self._start = offset  # where the unfinished line began
 
     @property
     def pending(self) -> int:
-        return self._size
+        return self._held.size
 
     def feed(self, chunk: bytes) -> list[Line]:
         lines: list[Line] = []
@@ -41,13 +66,11 @@ class LineSplitter:
         while True:
             newline = chunk.find(b"\n", start)
             if newline < 0:
-                self._hold(chunk, start, len(chunk))
+                self._held.add(chunk, start)
                 break
-            if self._size:
-                self._hold(chunk, start, newline)
-                data, size = bytes(self._head), self._size
-                self._head.clear()
-                self._size = 0
+            if self._held.size:
+                self._held.add(chunk, start, newline)
+                data, size = self._held.take()
             else:
                 size = newline - start
                 data = chunk[start:min(newline, start + self.limit)]
@@ -59,24 +82,15 @@ class LineSplitter:
         self.offset = base + len(chunk)
         return lines
 
-    def _hold(self, chunk: bytes, start: int, stop: int) -> None:
-        room = self.limit - len(self._head)
-        if room > 0:
-            self._head += chunk[start:min(stop, start + room)]
-        self._size += stop - start
-
     def flush(self) -> Line | None:
         """The unfinished line, given as it is (the file went away, or was cut short)."""
-        if not self._size:
+        if not self._held.size:
             return None
-        line = Line(bytes(self._head), self._size, self.offset, self._start)
-        self._head.clear()
-        self._size = 0
+        line = Line(*self._held.take(), self.offset, self._start)
         self._start = self.offset
         return line
 
     def reset(self, offset: int) -> None:
-        self._head.clear()
-        self._size = 0
+        self._held.take()
         self.offset = offset
         self._start = offset

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vigil.agent.modules.logs.line_splitter import HeadKeeper
+
 # A count longer than this is not a count (10 digits already exceed the hard cap below).
 MAX_COUNT_DIGITS = 10
 # A larger octet count is taken for text that happens to start with digits, not for a length: a sender
@@ -57,8 +59,7 @@ class StreamFramer:
         self.max_count = max_count
         self.framing_errors = 0
         self._state = _START
-        self._head = bytearray()  # the current message's first bytes, up to the limit
-        self._size = 0  # the current message's length so far
+        self._held = HeadKeeper(limit)  # the current message
         self._count = bytearray()  # the octet count's digits read so far
         self._remaining = 0  # octets of a counted message still to come
         self._last = 0  # the current message's last byte so far (a CR before LF is framing)
@@ -66,7 +67,7 @@ class StreamFramer:
     @property
     def pending(self) -> int:
         """Bytes of an unfinished message held (at most the limit, plus a few count digits)."""
-        return len(self._head) + len(self._count)
+        return len(self._held.head) + len(self._count)
 
     def feed(self, chunk: bytes) -> list[Message]:
         messages: list[Message] = []
@@ -133,20 +134,14 @@ class StreamFramer:
         return pos
 
     def _hold(self, data: bytes | bytearray, start: int, stop: int) -> None:
-        if stop <= start:
-            return
-        room = self.limit - len(self._head)
-        if room > 0:
-            self._head += data[start:min(stop, start + room)]
-        self._size += stop - start
-        self._last = data[stop - 1]
+        if stop > start:
+            self._held.add(data, start, stop)
+            self._last = data[stop - 1]
 
     def _finish(self, strip_cr: bool = False) -> Message:
-        data, size = bytes(self._head), self._size
+        data, size = self._held.take()
         if strip_cr and size and self._last == _CR:
             size -= 1
             data = data[:size]
-        self._head.clear()
-        self._size = 0
         self._state = _START
         return Message(data, size)
