@@ -45,11 +45,6 @@ _ANCILLARY_BYTES = socket.CMSG_SPACE(4)
 Queued = tuple[bytes, int, str, float]  # message (at most the limit), its whole size, location, time received
 
 
-def message_event(message: Message, location: str, agent: AgentRef, limit: int, timestamp: float) -> Event:
-    """The event of one message; a cut one (the framers keep only its start) is marked with its real size."""
-    return line_event(message.data, location, agent, limit, timestamp, size=message.size)
-
-
 class SyslogReceiver:
     """The syslog module: received messages become `syslog:<udp|tcp>:<peer ip>` events, decoded by the manager."""
 
@@ -270,7 +265,8 @@ class SyslogReceiver:
         deadline: float | None = None
         while True:
             batch = self._take()
-            if batch and not self._store([message_event(Message(data, size), location, self.agent, self.limit, at)
+            # A cut message (the framers keep only its start) is marked with its real size.
+            if batch and not self._store([line_event(data, location, self.agent, self.limit, at, size=size)
                                           for data, size, location, at in batch], len(batch)):
                 break
             now = time.monotonic()
