@@ -73,7 +73,7 @@ def events() -> list[dict[str, Any]]:
 
 def test_compiled_candidates_agree_with_the_generic_walk(events: list[dict[str, Any]]) -> None:
     ruleset = RuleSet(shipped_rules().rules)
-    indexes = [*ruleset._roots.values(), *ruleset.child_indexes.values()]
+    indexes = [*ruleset.root_indexes.values(), *ruleset.child_indexes.values()]
     assert len(indexes) > 10
     compared = hits = 0
     for data in events:

@@ -130,6 +130,7 @@ class CandidateIndex:
         index.candidates = compile_candidates(index)
         return index
 
+
 def _regex_index(sources: list[str | None], members: list[Rule]) -> RegexIndex:
     patterns = [source or "" for source in sources]
     prefixes = [literal_prefix(source) for source in patterns]
@@ -195,10 +196,9 @@ class RuleSet:
                     if parent_rule.id != rule.id:
                         children[parent_rule.id].append(rule)
         # Each decoder's roots include the decoder-independent ones, so one lookup serves an event.
-        self._roots = {name: CandidateIndex.build(rs + roots.get(None, [])) for name, rs in roots.items()}
-        self._any_decoder = self._roots.get(None) or CandidateIndex()
-        self.root_indexes: dict[str | None, CandidateIndex] = self._roots
-        self.any_decoder = self._any_decoder
+        self.root_indexes: dict[str | None, CandidateIndex] = {
+            name: CandidateIndex.build(rs + roots.get(None, [])) for name, rs in roots.items()}
+        self.any_decoder = self.root_indexes.get(None) or CandidateIndex()
         self._children = {rid: CandidateIndex.build(rs) for rid, rs in children.items()}
         # Rules under more than one parent: the only ones an event can reach twice.
         parents: Counter[int] = Counter(rule.id for rs in children.values() for rule in rs)
@@ -209,7 +209,7 @@ class RuleSet:
         self.followers = _watching(rules, [r for r in rules.values() if r.follows])
 
     def roots(self, decoder: str, fields: Fields) -> list[Rule]:
-        return self._roots.get(decoder, self._any_decoder).candidates(fields)
+        return self.root_indexes.get(decoder, self.any_decoder).candidates(fields)
 
     @property
     def child_indexes(self) -> dict[int, CandidateIndex]:
