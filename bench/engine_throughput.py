@@ -47,13 +47,13 @@ from rich.table import Table
 from vigil.agent.modules.docker import normalize
 from vigil.alert import AlertIds, MitreCatalog, build_alert, encode_alert
 from vigil.event import AgentRef, Event
+from vigil.manager.analysis.analyzer import Analyzer
 from vigil.manager.analysis.conditions import compare_number, in_networks
 from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.fields import Fields, as_text
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
 from vigil.manager.analysis.rules import Rule
 from vigil.manager.analysis.ruleset import RuleSet
-from vigil.manager.pipeline import Analyzer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.tables import markdown_table

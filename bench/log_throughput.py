@@ -8,7 +8,9 @@ Writes a deterministic mixed log (syslog, sshd, sudo, nginx access, dpkg; the sh
 1. **Vigil**: each line becomes an Event (decoder `syslog`, as the log collector will make it) and goes
    through `Analyzer.analyse` (syslog header, text decoders, all shipped rules) and `encode_alert` for
    each alert: the production path, with the manager's garbage-collector setting. Timed in chunks of
-   100,000 lines; the median chunk is what the target is judged on, as in the engine bench.
+   100,000 lines; the median chunk is what the target is judged on, as in the engine bench. The hot
+   path is compiled when scripts/bootstrap.sh built it (vigil/compiled.py); the same measurement
+   then runs again in a process with VIGIL_PURE_PYTHON=1, for what compiling gains.
 2. **Baseline, same run**: `fail2ban-regex` (Debian's fail2ban) with its stock sshd filter over the
    same file, as a subprocess, timed by wall clock. fail2ban looks for one thing (sshd failures);
    Vigil decodes and judges every line with all its rules.
@@ -42,15 +44,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.tables import markdown_table  # noqa: E402
+from vigil import compiled  # noqa: E402
 from vigil.alert import MitreCatalog, encode_alert  # noqa: E402
+from vigil.compiled import PURE_PYTHON_ENV  # noqa: E402
 from vigil.event import AgentRef, Event  # noqa: E402
 from vigil.gcpolicy import settle_for_throughput  # noqa: E402
+from vigil.manager.analysis.analyzer import Analyzer  # noqa: E402
 from vigil.manager.analysis.decoders import TEXT  # noqa: E402
 from vigil.manager.analysis.engine import Engine  # noqa: E402
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir  # noqa: E402
 from vigil.manager.analysis.ruleset import RuleSet  # noqa: E402
 from vigil.manager.analysis.text_decoders import load_decoders, shipped_decoders_dir  # noqa: E402
-from vigil.manager.pipeline import Analyzer  # noqa: E402
 
 TARGET_LINES_PER_SECOND = 50_000
 STRETCH_LINES_PER_SECOND = 100_000
@@ -167,7 +171,7 @@ from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
 from vigil.manager.analysis.text_decoders import load_decoders, shipped_decoders_dir
-from vigil.manager.pipeline import Analyzer
+from vigil.manager.analysis.analyzer import Analyzer
 dirs = [shipped_rules_dir()] + [Path(p) for p in sys.argv[2:]]
 rules = load_rules(dirs)
 decoders = load_decoders([shipped_decoders_dir()])
@@ -255,23 +259,42 @@ def run_fail2ban(log: Path) -> tuple[float | None, str]:
     return took, matched
 
 
+def measure_vigil(lines: list[str]) -> tuple[list[float], int, float]:
+    """`run_vigil` after a warm-up, on a fresh analyzer, as the manager runs it."""
+    analyzer, _, _ = build()
+    settle_for_throughput()
+    run_vigil(analyzer, lines[:20_000])  # warm-up: caches, code paths
+    analyzer, _, _ = build()
+    settle_for_throughput()
+    return run_vigil(analyzer, lines)
+
+
+def measure_pure_python(log: Path) -> float:
+    """Median chunk lines/s of the same log in a process that runs the hot path as pure Python
+    (VIGIL_PURE_PYTHON=1, vigil/compiled.py): the baseline for what compiling it gains."""
+    result = subprocess.run([sys.executable, __file__, "--only-vigil", str(log)], capture_output=True, text=True,
+                            check=True, cwd=ROOT, env={**os.environ, PURE_PYTHON_ENV: "1"})
+    return float(result.stdout.split()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--only-vigil", type=Path, help=argparse.SUPPRESS)  # median lines/s of this log, alone
     args = parser.parse_args(argv)
+    if args.only_vigil:
+        print(statistics.median(measure_vigil(args.only_vigil.read_text(encoding="utf-8").splitlines())[0]))
+        return 0
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="vigil-bench-logs-"))
     try:
         log = workdir / "mixed.log"
         write_log(log, args.lines)
         lines = log.read_text(encoding="utf-8").splitlines()
-        analyzer, rule_count, rules_mb = build()
-        settle_for_throughput()
-        run_vigil(analyzer, lines[:20_000])  # warm-up: caches, code paths
-        analyzer, _, _ = build()
-        settle_for_throughput()
-        rates, alerts, vigil_seconds = run_vigil(analyzer, lines)
+        _, rule_count, rules_mb = build()
+        rates, alerts, vigil_seconds = measure_vigil(lines)
+        pure_rate = measure_pure_python(log) if compiled.STATUS.active else None
         f2b_seconds, f2b_matched = run_fail2ban(log)
         added_rules, mb_per_1000 = memory_per_1000_rules(workdir)
         _, mb_per_1000_run = memory_per_1000_rules(workdir, "run")
@@ -286,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         ["Vigil lines/s, median 100,000-line chunk", f"{median:,.0f}"],
         ["Vigil lines/s, slowest / fastest chunk", f"{min(rates):,.0f} / {max(rates):,.0f}"],
         ["Vigil lines/s overall", f"{overall:,.0f}"],
+        ["hot path", compiled.STATUS.detail],
+        ["the same, hot path as pure Python (VIGIL_PURE_PYTHON=1): median chunk, and compiled / pure",
+         f"{pure_rate:,.0f} / {median / pure_rate:.2f}x" if pure_rate else "n/a"],
         ["fail2ban-regex (sshd filter) lines/s", f"{f2b_rate:,.0f}" if f2b_rate else f2b_matched],
         ["fail2ban-regex result", f2b_matched if f2b_rate else "-"],
         ["Vigil / fail2ban-regex (median chunk vs its run)", f"{median / f2b_rate:.2f}x" if f2b_rate else "n/a"],

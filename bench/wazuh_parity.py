@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 from bench.tables import markdown_table  # noqa: E402
 from vigil.alert import MitreCatalog  # noqa: E402
 from vigil.event import AgentRef, Event  # noqa: E402
+from vigil.manager.analysis.analyzer import Analyzer  # noqa: E402
 from vigil.manager.analysis.decoders import TEXT  # noqa: E402
 from vigil.manager.analysis.engine import Engine  # noqa: E402
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir  # noqa: E402
 from vigil.manager.analysis.ruleset import RuleSet  # noqa: E402
 from vigil.manager.analysis.text_decoders import TextDecoders, load_decoders, shipped_decoders_dir  # noqa: E402
-from vigil.manager.pipeline import Analyzer  # noqa: E402
 
 CASES_DIR = ROOT.parent / "shared/reference/wazuh-4.14/tests/tests"
 # The list: sshd, syslog, sudo/su/pam, nginx, web, web attacks, apache, kernel and docker; and the

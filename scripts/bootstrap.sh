@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by the run and the test command.
 #
-#   scripts/bootstrap.sh                      .venv with vigil[dev] installed (editable)
+#   scripts/bootstrap.sh                      .venv with vigil[dev] installed (editable), and
+#                                             the analysis hot path compiled (mypyc)
 #   scripts/bootstrap.sh --with-test-daemons  also the Debian packages the e2e tests start:
 #                                             docker.io, docker-registry, busybox-static (root only)
 #
@@ -18,7 +19,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-test-daemons) with_daemons=1 ;;
     -h | --help)
-      sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -97,6 +98,31 @@ else
     say "installed vigil[dev] (editable) into .venv"
   else
     say "vigil[dev] up to date (pyproject.toml unchanged)"
+  fi
+fi
+
+# --- 2b. the analysis hot path compiled by mypyc (vigil/compiled.py) -------------------------
+# Rebuilt only when its sources changed (the build keeps their digest). Needs a C compiler and
+# Python's headers, installed here when missing and root. A failed build leaves Vigil in pure
+# Python, slower; with VIGIL_REQUIRE_COMPILED=1 (the test command) it is an error.
+if [ -f scripts/build_compiled.py ] && [ "${VIGIL_PURE_PYTHON:-}" != "1" ]; then
+  headers="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
+  build_pkgs=()
+  command -v cc >/dev/null || build_pkgs+=(gcc)
+  [ -f "$headers" ] || build_pkgs+=(python3-dev)
+  if [ "${#build_pkgs[@]}" -gt 0 ] && is_root && command -v apt-get >/dev/null; then
+    apt_install "${build_pkgs[@]}"
+    say "installed ${build_pkgs[*]} to compile the analysis hot path"
+  fi
+  if "$VENV/bin/python" scripts/build_compiled.py >"$WORK/out" 2>&1; then
+    say "analysis hot path: $(tail -n 1 "$WORK/out" | sed 's/^build_compiled: //')"
+  else
+    tail -n 20 "$WORK/out" >&2
+    if [ "${VIGIL_REQUIRE_COMPILED:-}" = "1" ]; then
+      say "FAILED: could not compile the analysis hot path (VIGIL_REQUIRE_COMPILED=1)" >&2
+      exit 1
+    fi
+    say "could not compile the analysis hot path; Vigil runs as pure Python (slower)"
   fi
 fi
 

@@ -11,7 +11,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-bash scripts/bootstrap.sh --with-test-daemons || exit $?
+# Tests run what users run: the compiled hot path (vigil/compiled.py), so it must build.
+VIGIL_REQUIRE_COMPILED=1 bash scripts/bootstrap.sh --with-test-daemons || exit $?
 
 # dockerd lives in /usr/sbin, which a non-login environment may lack.
 case ":$PATH:" in

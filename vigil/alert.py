@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
 
+from vigil.content import CONTENT_DIR
 from vigil.event import Event
 from vigil.manager.analysis.rules import COMPLIANCE_KEYS, Rule
 
@@ -69,7 +69,7 @@ class MitreCatalog:
 
     @classmethod
     def shipped(cls) -> MitreCatalog:
-        path = Path(__file__).resolve().parent / "content" / "mitre.yml"
+        path = CONTENT_DIR / "mitre.yml"
         return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
     def rule_block(self, rule: Rule) -> dict[str, Any]:

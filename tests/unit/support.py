@@ -13,11 +13,11 @@ import pytest
 from vigil.agent.modules.docker import normalize
 from vigil.alert import MitreCatalog
 from vigil.event import AgentRef, Event
+from vigil.manager.analysis.analyzer import Analyzer
 from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
 from vigil.manager.analysis.text_decoders import TextDecoders, load_decoders, shipped_decoders_dir
-from vigil.manager.pipeline import Analyzer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "docker"

@@ -12,7 +12,7 @@ import pytest
 from vigil.agent.modules.docker import normalize
 from vigil.alert import MitreCatalog
 from vigil.event import AgentRef, Event
-from vigil.manager.pipeline import Analyzer
+from vigil.manager.analysis.analyzer import Analyzer
 
 from .support import (
     CONTAINER_ID,

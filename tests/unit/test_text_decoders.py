@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from vigil.event import AgentRef, Event
+from vigil.manager.analysis.analyzer import Analyzer
 from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
 from vigil.manager.analysis.text_decoders import DecoderLoadError, TextDecoders, load_decoders, shipped_decoders_dir
-from vigil.manager.pipeline import Analyzer
 
 from .support import mitre, write_rules
 

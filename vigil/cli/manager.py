@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vigil import __version__
+from vigil import __version__, compiled
 from vigil.cli.common import console, fail
 from vigil.cli.serve import serve_until_signalled, setup_logging, start_api, write_run_file
 from vigil.config import VigilConfig
@@ -35,6 +35,7 @@ def run_manager(cfg: VigilConfig) -> None:
         f"CA pin: {manager.pki.pin}\nenrollment secret: {cfg.enrollment_secret_path}",
         highlight=False, soft_wrap=True,
     )
+    console.print(f"analysis hot path: {compiled.STATUS.detail}", highlight=False, soft_wrap=True)
     serve_until_signalled()
     console.print("Vigil manager stopping...", highlight=False)
     if server is not None:

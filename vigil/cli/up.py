@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vigil import __version__
+from vigil import __version__, compiled
 from vigil.cli.common import console, fail
 from vigil.cli.serve import serve_until_signalled, setup_logging, start_api, write_run_file
 from vigil.config import VigilConfig
@@ -26,6 +26,7 @@ def run_up(cfg: VigilConfig) -> None:
         f"Vigil {__version__} up: {len(runtime.rules.rules)} rules, alerts to {cfg.alerts_json_path}, "
         f"API {api_url or 'off'}, data in {cfg.data_dir}", highlight=False, soft_wrap=True,
     )
+    console.print(f"analysis hot path: {compiled.STATUS.detail}", highlight=False, soft_wrap=True)
     serve_until_signalled()
     console.print("Vigil stopping...", highlight=False)
     runtime.stop()

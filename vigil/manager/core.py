@@ -10,6 +10,7 @@ from typing import Any
 from vigil.alert import MitreCatalog
 from vigil.api.backend import Metric
 from vigil.config import VigilConfig
+from vigil.manager.analysis.analyzer import Analyzer
 from vigil.manager.analysis.engine import Engine
 from vigil.manager.analysis.folding import Folder
 from vigil.manager.analysis.rule_loader import LoadedRules, load_rules, shipped_rules_dir
@@ -18,7 +19,7 @@ from vigil.manager.analysis.text_decoders import TextDecoders, load_decoders, sh
 from vigil.manager.outputs.alerts_file import AlertsFile, recover_alerts_file
 from vigil.manager.outputs.store import AlertReader, Store
 from vigil.manager.outputs.writer import LocalOutputs, Outputs, WriterProcess
-from vigil.manager.pipeline import DEFAULT_FOLD_IGNORE, Analyzer, Pipeline
+from vigil.manager.pipeline import DEFAULT_FOLD_IGNORE, Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -9,37 +9,22 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from vigil.alert import AlertIds, MitreCatalog, build_alert, encode_alert, wazuh_timestamp
+from vigil.alert import encode_alert, wazuh_timestamp
 from vigil.errors import EventError
 from vigil.event import Event
-from vigil.manager.analysis.decoders import decode
-from vigil.manager.analysis.engine import Engine, Match, Step
+from vigil.manager.analysis.analyzer import Analyzer
 from vigil.manager.analysis.folding import Folder
-from vigil.manager.analysis.text_decoders import TextDecoders
 from vigil.manager.outputs.alerts_file import AlertsFile
 from vigil.manager.outputs.store import Columns, Store, alert_columns
 from vigil.manager.outputs.writer import LocalOutputs, Outputs, Ticket
 
 log = logging.getLogger(__name__)
-_new = tuple.__new__
 
 DEFAULT_FOLD_IGNORE = (
     "docker.time", "docker.timeNano", "docker.Actor.Attributes.execID", "container.inspected_at",
 )
-
-
-class Analysed(NamedTuple):
-    """What analysis made of one event: the decoder, the rule chain tried, and the alert if any.
-    (A named tuple, built with tuple.__new__: one is made per event.)"""
-
-    decoder: str
-    fields: dict[str, Any]
-    match: Match
-    alert: dict[str, Any] | None
-    trace: list[Step] | None = None
-    child_decoder: str | None = None  # for text lines: the child decoder that read the fields
 
 
 @dataclass
@@ -52,34 +37,6 @@ class Stats:
     analysis_errors: int = 0
     by_module: Counter[str] = field(default_factory=Counter)
     by_level: Counter[int] = field(default_factory=Counter)
-
-
-class Analyzer:
-    """Pure analysis: no outputs touched, so logtest and the benchmark use exactly this path."""
-
-    def __init__(self, engine: Engine, mitre: MitreCatalog, manager_name: str, min_level: int,
-                 text_decoders: TextDecoders | None = None) -> None:
-        self.engine = engine
-        self.text_decoders = text_decoders
-        self.mitre = mitre
-        self.manager_name = manager_name
-        self.min_level = min_level
-        # Level 0 never alerts (as in Wazuh): a level-0 child rule is how a match is silenced.
-        self._alert_level = max(1, min_level)
-        self.ids = AlertIds()
-
-    def analyse(self, event: Event, trace: list[Step] | None = None) -> Analysed:
-        decoded = decode(event, self.text_decoders)
-        match = self.engine.match(decoded.name, decoded.fields, event.timestamp, trace)
-        alert = None
-        rule = match.rule
-        if rule is not None and rule.level >= self._alert_level:
-            alert = build_alert(
-                event=event, rule=rule, description=rule.render_description(decoded.fields), firedtimes=1,
-                alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
-                decoder_parent=decoded.parent, mitre=self.mitre, predecoder=decoded.predecoder,
-            )
-        return _new(Analysed, (decoded.name, decoded.fields.data, match, alert, trace, decoded.child))
 
 
 @dataclass(slots=True)

@@ -155,8 +155,8 @@ def build_condition(path: str, spec: Any, lists: Mapping[str, frozenset[str]]) -
         blocks = spec["cidr"] if isinstance(spec["cidr"], list) else [spec["cidr"]]
         try:
             cond.networks = tuple(ipaddress.ip_network(str(b), strict=False) for b in blocks)
-        except ValueError as exc:
-            raise ConditionError(f"{path}: bad CIDR: {exc}") from exc
+        except ValueError as bad:  # not `exc`: compiled code keeps one type per name in a function
+            raise ConditionError(f"{path}: bad CIDR: {bad}") from bad
     if "exists" in spec:
         if not isinstance(spec["exists"], bool):
             raise ConditionError(f"{path}: 'exists' takes true or false")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vigil.manager.analysis.correlation import Correlator
 from vigil.manager.analysis.fields import Fields
@@ -20,12 +20,19 @@ class Step:
     outcome: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Match:
     rule: Rule | None
-    depth: int = -1
-    chain: list[int] = field(default_factory=list)
-    correlated: int = 0
+    depth: int
+    chain: list[int]
+    correlated: int
+
+    # Written out: one is made per event, and a generated __init__ would stay interpreted.
+    def __init__(self, rule: Rule | None, depth: int = -1, chain: list[int] | None = None, correlated: int = 0) -> None:
+        self.rule = rule
+        self.depth = depth
+        self.chain = [] if chain is None else chain
+        self.correlated = correlated
 
 
 class Engine:

@@ -11,9 +11,9 @@ import orjson
 from vigil.agent.modules.docker import normalize
 from vigil.errors import EventError
 from vigil.event import AgentRef, Event
+from vigil.manager.analysis.analyzer import Analysed, Analyzer
 from vigil.manager.analysis.decoders import TEXT
 from vigil.manager.analysis.engine import Step
-from vigil.manager.pipeline import Analysed, Analyzer
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigil.content import CONTENT_DIR
 from vigil.errors import Problem, RuleLoadError
 from vigil.manager.analysis.conditions import ConditionError, build_condition
 from vigil.manager.analysis.fields import as_text
@@ -35,7 +36,7 @@ class LoadedRules:
 
 
 def shipped_rules_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "content" / "rules"
+    return CONTENT_DIR / "rules"
 
 
 def rule_files(directory: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from vigil.content import CONTENT_DIR
 from vigil.errors import LoadError, Problem
 from vigil.manager.analysis.conditions import ConditionError, compile_regex
 from vigil.manager.analysis.re2fast import Regex, SearchSet
@@ -177,7 +178,7 @@ def _search_set(patterns: list[str]) -> SearchSet | None:
 
 
 def shipped_decoders_dir() -> Path:
-    return Path(__file__).resolve().parent.parent.parent / "content" / "decoders"
+    return CONTENT_DIR / "decoders"
 
 
 def load_decoders(dirs: Iterable[Path]) -> TextDecoders:
