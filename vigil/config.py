@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vigil.config_kubernetes import KubernetesConfig
 from vigil.errors import ConfigError, LoadError, Problem
 from vigil.yamlsrc import line_at, load_yaml
 
@@ -155,6 +156,7 @@ class VigilConfig(_Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     docker: DockerConfig = Field(default_factory=DockerConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
