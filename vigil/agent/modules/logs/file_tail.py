@@ -136,11 +136,16 @@ def _open(path: str) -> int | None:
 
 
 def _siblings(path: str) -> list[str]:
-    """Where logrotate, Docker and kubelet put a rotated file: `x.1`, `x-20240101`, `x.log.20240101-...`.
+    """Where logrotate, Docker and kubelet put a rotated file: `x.1`, `x-20240101`, `x.log.20240101-...`,
+    and lumberjack (kube-apiserver's audit log): `audit-2026-11-27T10-00-00.000.log`.
 
     Through a link (kubelet's /var/log/containers/*.log), beside the file it points to."""
     path = os.path.realpath(path)
     found = set(glob.glob(glob.escape(path) + ".*")) | set(glob.glob(glob.escape(path) + "-*"))
+    stem, ext = os.path.splitext(path)
+    if ext:
+        found |= set(glob.glob(glob.escape(stem) + "-*" + glob.escape(ext)))
+    found.discard(path)
     return sorted((p for p in found if not p.endswith((".gz", ".bz2", ".xz", ".zst"))),
                   key=lambda p: -_mtime(p))
 
