@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -35,6 +35,9 @@ class AuditWebhookConfig(_Strict):
     max_events_per_request: int = Field(10_000, ge=1, description="larger EventLists are refused (413)")
     queue_events: int = Field(100_000, ge=100, description="events received but not yet stored; when full the "
                               "API server is told to retry (503)")
+    ack_timeout_seconds: float = Field(5.0, gt=0, le=60, description="how long a request waits for its events "
+                                       "to be stored before the API server is told to retry (503)")
+    max_connections: int = Field(64, ge=1, description="connections served at once; more are closed at once")
 
 
 class AuditFileConfig(_Strict):
@@ -42,6 +45,9 @@ class AuditFileConfig(_Strict):
 
     path: Path
     cluster: str | None = Field(None, description="default: kubernetes.cluster")
+    start_at: Literal["end", "beginning"] = Field("end", description="where a file is read from the first time "
+                                                  "(a file that appears later is read whole)")
+    max_line_bytes: int = Field(1024 * 1024, ge=1024, description="longer lines are dropped, counted and alerted")
 
 
 class WatchConfig(_Strict):
@@ -55,9 +61,21 @@ class WatchConfig(_Strict):
         default_factory=lambda: ["pods", "deployments", "daemonsets", "statefulsets", "configmaps", "secrets",
                                  "roles", "rolebindings", "clusterroles", "clusterrolebindings", "namespaces"],
         description="kinds watched (plural names); secrets are read as metadata only")
-    timeout_seconds: int = Field(300, ge=5, description="each watch request's server-side timeout")
+    timeout_seconds: int = Field(300, ge=1, description="each watch request's server-side timeout")
     reconnect_min_seconds: float = Field(0.5, gt=0)
     reconnect_max_seconds: float = Field(30.0, gt=0)
+    report_existing: bool = Field(True, description="at the first start, report existing pods, workloads and "
+                                  "RBAC objects once (type EXISTING) so risky ones alert; never as 'added'")
+
+    @field_validator("resources")
+    @classmethod
+    def _known_resources(cls, value: list[str]) -> list[str]:
+        from vigil.agent.modules.kubernetes.watch_normalize import RESOURCES
+
+        unknown = [r for r in value if r not in RESOURCES]
+        if unknown:
+            raise ValueError(f"unknown resource(s) {unknown}; use some of {sorted(RESOURCES)}")
+        return list(dict.fromkeys(value))
 
 
 class EksConfig(_Strict):
@@ -84,13 +102,26 @@ class GkeConfig(_Strict):
 
 
 class HttpLogsConfig(_Strict):
-    """An HTTP endpoint on the node agent where pods send JSON lines (off by default)."""
+    """An HTTP endpoint on the node agent where pods POST log lines (JSON lines or text; off by default)."""
 
     enabled: bool = False
     host: str = Field("127.0.0.1", description="listen address; the node's address to take pods' logs")
-    port: int = Field(7557, ge=0, le=65535)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    max_line_bytes: int = Field(64 * 1024, ge=256)
+    port: int = Field(7557, ge=0, le=65535, description="0 picks a free port")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="larger requests are refused (413) unread")
+    max_line_bytes: int = Field(64 * 1024, ge=256, description="longer lines are cut there and marked "
+                                "(`log.truncated`), never dropped")
+    max_lines_per_request: int = Field(20_000, ge=1, description="requests with more lines are refused (413)")
+    queue_lines: int = Field(100_000, ge=100, description="lines received but not yet stored; when full the "
+                             "sender is told to retry (503 with Retry-After)")
+    ack_timeout_seconds: float = Field(10.0, gt=0, description="how long a request waits for its lines to be "
+                                       "stored (200); after that it is answered 202 and they are stored later")
+    max_clients: int = Field(64, ge=1, description="open connections; more are closed at once")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> HttpLogsConfig:
+        if self.queue_lines < self.max_lines_per_request:
+            raise ValueError("queue_lines must be at least max_lines_per_request, or a full request never fits")
+        return self
 
 
 class KubernetesConfig(_Strict):

@@ -28,6 +28,9 @@ from .support import (
     shipped_rules,
 )
 from .test_auth_log_rules import example_events as auth_log_examples
+from .test_k8s_rules import example_events as k8s_audit_examples
+from .test_k8s_watch_normalize import example_events as k8s_watch_examples
+from .test_k8s_webhook_unit import example_events as k8s_webhook_examples
 from .test_package_user_rules import example_events as package_user_examples
 from .test_system_log_rules import example_events as system_log_examples
 from .test_web_log_rules import example_events as web_log_examples
@@ -739,6 +742,9 @@ def test_every_shipped_rule_is_reached_by_an_example_here() -> None:
     events.append(normalize.error_event(AgentRef(), "bad", b"{", 0.0))
     events += auth_log_examples() + web_log_examples() + package_user_examples()  # the text-log rules
     events += system_log_examples()  # cron, apk, kernel, dockerd, containerd, kubelet, JSON access logs
+    events += k8s_webhook_examples()  # the audit webhook refusing a request (200005)
+    events += k8s_audit_examples()  # the Kubernetes audit rules (0570)
+    events += k8s_watch_examples()  # the Kubernetes watch rules (0575) and the watch gap (200006)
     an = analyzer()
     reached = {rid for event in events for rid in an.analyse(event).match.chain}
     assert set(shipped_rules().rules) - reached == set()

@@ -178,3 +178,20 @@ def test_through_a_link_a_file_rotated_while_down_is_found_beside_its_target(tmp
     again = FileTail(str(link), 1000, saved, from_end=False)
     assert drain(again) == ["two", "three"]
     again.close()
+
+
+def test_a_lumberjack_rotation_while_down_is_found_by_its_timestamped_name(tmp_path: Path) -> None:
+    """kube-apiserver's audit log (lumberjack): audit.log is renamed to audit-<time>.log."""
+    path = tmp_path / "audit.log"
+    path.write_text("one\n")
+    tail = FileTail(str(path), 1000, None, from_end=False)
+    assert drain(tail) == ["one"]
+    saved = TailState.list_from_state(tail.state())
+    tail.close()
+    with path.open("a") as f:
+        f.write("two\n")
+    os.rename(path, tmp_path / "audit-2026-11-27T10-00-00.000.log")
+    path.write_text("three\n")
+    again = FileTail(str(path), 1000, saved, from_end=False)
+    assert drain(again) == ["two", "three"]
+    again.close()

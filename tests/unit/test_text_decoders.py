@@ -139,3 +139,18 @@ def test_a_text_line_becomes_a_wazuh_shaped_alert(tmp_path: Path, shipped: TextD
                raw=line.replace("Failed password", "Accepted password"), agent=AgentRef("001", "web-1"))
     quiet = analyzer.analyse(ok).alert
     assert quiet is not None and quiet["rule"]["id"] == "5715"
+
+
+def test_a_json_container_line_keeps_what_the_collector_knew(shipped: TextDecoders) -> None:
+    """A pod's JSON log line is decoded as JSON, and the alert still names the pod (the collector's keys
+    win over the line's own, so a line cannot claim another pod)."""
+    rules = load_rules([shipped_rules_dir()])
+    analyzer = Analyzer(Engine(RuleSet(rules.rules)), mitre(), "m", 3, shipped)
+    line = ('{"remote_addr": "203.0.113.7", "request": "GET /item?id=1 UNION SELECT password FROM users HTTP/1.1", '
+            '"status": 403, "kubernetes": {"pod": "forged"}}')
+    where = {"kubernetes": {"pod": "shop-7d9f", "namespace": "prod", "container": "nginx"}}
+    out = analyzer.analyse(Event(module="logs", location="/var/log/containers/x.log", timestamp=time.time(),
+                                 data=dict(where), decoder="syslog", raw=line, agent=AgentRef()))
+    assert out.alert is not None and out.alert["rule"]["id"] == "200211"
+    assert out.alert["data"]["kubernetes"] == where["kubernetes"]
+    assert out.alert["data"]["remote_addr"] == "203.0.113.7"

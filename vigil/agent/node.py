@@ -17,6 +17,7 @@ from typing import Any
 
 from vigil import __version__
 from vigil.agent.modules.base import Module
+from vigil.agent.modules.kubernetes.registry import kubernetes_modules
 from vigil.agent.modules.logs.registry import log_modules
 from vigil.agent.outbox import Outbox
 from vigil.agent.runtime import Supervisor
@@ -79,7 +80,10 @@ class AgentNode:
                 self.outbox.save_state(initial)
                 saved.update(initial)
             modules.append(DockerModule(config.docker, self.agent, self.outbox.put, saved))
-        modules.extend(log_modules(config.logs, self.agent, self.outbox.put_many, self.outbox.state))
+        modules.extend(log_modules(config.logs, self.agent, self.outbox.put_many, self.outbox.state,
+                                   config.kubernetes.http_logs))
+        modules.extend(kubernetes_modules(config, self.agent, self.outbox.put_many, self.outbox.state,
+                                          config.data_dir, cluster_wide=False))
         if extra_modules is not None:
             modules.extend(extra_modules(self.outbox, self.agent))
         self.supervisor = Supervisor(modules)

@@ -14,6 +14,7 @@ from vigil.cli.agent import agent_app
 from vigil.cli.agents import agents_app
 from vigil.cli.api_admin import api_app, api_get
 from vigil.cli.common import CONFIG_OPTION, DATA_DIR_OPTION, console, fail, load
+from vigil.cli.k8s import k8s_app
 from vigil.errors import VigilError
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(api_app, name="api")
 app.add_typer(agent_app, name="agent")
 app.add_typer(agents_app, name="agents")
+app.add_typer(k8s_app, name="k8s")
 
 
 @app.command()

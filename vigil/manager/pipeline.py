@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FOLD_IGNORE = (
     "docker.time", "docker.timeNano", "docker.Actor.Attributes.execID", "container.inspected_at",
+    # Kubernetes audit events: what differs between two otherwise identical requests.
+    "k8s.auditID", "k8s.stageTimestamp", "k8s.requestReceivedTimestamp", "k8s.timestamp", "k8s.metadata",
+    "aws.event_id", "aws.ingestion_time", "gcp.insertId", "gcp.receiveTimestamp",
 )
 
 

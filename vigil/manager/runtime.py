@@ -11,6 +11,7 @@ from typing import Any
 from vigil import __version__
 from vigil.agent.modules.base import Module
 from vigil.agent.modules.docker.collector import CHECKPOINT_KEY, IMAGES_KEY, DockerModule, starting_state
+from vigil.agent.modules.kubernetes.registry import kubernetes_modules
 from vigil.agent.modules.logs.registry import log_modules
 from vigil.agent.runtime import Supervisor
 from vigil.api.backend import CommandFailed, Metric
@@ -41,7 +42,10 @@ class AllInOne:
                 self.store.commit([], initial)
                 saved.update(initial)
             modules.append(DockerModule(config.docker, self.agent, self.pipeline.process, saved))
-        modules.extend(log_modules(config.logs, self.agent, self.pipeline.process_batch, self.store.get_state))
+        modules.extend(log_modules(config.logs, self.agent, self.pipeline.process_batch, self.store.get_state,
+                                   config.kubernetes.http_logs))
+        modules.extend(kubernetes_modules(config, self.agent, self.pipeline.process_batch, self.store.get_state,
+                                          config.data_dir))
         self.supervisor = Supervisor(modules)
 
     def start(self) -> None:

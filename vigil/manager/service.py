@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from vigil import __version__
+from vigil.agent.modules.kubernetes.registry import kubernetes_modules
+from vigil.agent.runtime import Supervisor
 from vigil.api.backend import CommandTimedOut, Metric
 from vigil.certs import write_private
 from vigil.config import VigilConfig
@@ -62,6 +64,10 @@ class Manager:
             self.core.pipeline.process_batch, self.core.get_state,
             ChannelSettings(config.manager.keepalive_seconds, config.manager.max_frame_bytes),
         )
+        # Manager-side modules (the audit webhook): their events are the manager's own, agent "000".
+        self.local_agent = AgentRef("000", config.manager.name, None)
+        self.supervisor = Supervisor(kubernetes_modules(config, self.local_agent, self.core.pipeline.process_batch,
+                                                        self.core.get_state, config.data_dir))
         self.ports: dict[str, int] = {}
         self._stopping = False
 
@@ -71,6 +77,7 @@ class Manager:
         self.core.start()
         self.ports["enrollment"] = self.enrollment.start(m.listen_host, m.enrollment_port)
         self.ports["channel"] = self.channel.start(m.listen_host, m.channel_port)
+        self.supervisor.start()
 
     def stop(self) -> None:
         if self._stopping:
@@ -78,6 +85,7 @@ class Manager:
         self._stopping = True
         self.enrollment.stop()
         self.channel.stop()
+        self.supervisor.stop()
         self.core.stop()
         self.registry.close()
 
@@ -123,7 +131,7 @@ class Manager:
             "channel": {"port": self.ports.get("channel"), **dict(self.channel.counters)},
             "enrollment": {"port": self.ports.get("enrollment"), "enrolled": self.enrollment.enrolled,
                            "refused": self.enrollment.refused},
-            "modules": {},
+            "modules": self.supervisor.status(),
             "writer": {"pid": getattr(self.core.outputs, "pid", None),
                        "restarts": getattr(self.core.outputs, "restarts", 0)},
         }

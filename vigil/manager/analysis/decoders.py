@@ -51,8 +51,10 @@ def _decode_text(event: Event, raw: str, text: TextDecoders) -> Decoded:
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
-            event.data = parsed
-            return Decoded(name="json", parent=None, fields=Fields(parsed, raw))
+            # What the collector knew (container, pod, a cut line) stays, and wins over the line's own keys.
+            data = {**parsed, **event.data} if event.data else parsed
+            event.data = data
+            return Decoded(name="json", parent=None, fields=Fields(data, raw))
     line = text.decode(raw)
     # What the collector knew of the source (container, pod, cut line) stays beside the decoded fields.
     event.data = {**event.data, **line.fields} if event.data else line.fields

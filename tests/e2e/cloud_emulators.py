@@ -1,0 +1,123 @@
+"""moto_server (CloudWatch Logs) and the Google Pub/Sub emulator, started on loopback for the cloud tests.
+
+Each is a real server process in its own session, stopped by its PID (process group) when the `with`
+block ends. When the binary is missing the test is skipped with the way to install it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+
+from .daemons import DaemonError, free_port, log_tail
+
+REPO = Path(__file__).resolve().parents[2]
+MOTO_SERVER = REPO / ".venv" / "bin" / "moto_server"
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator")
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+class _Server:
+    """A server process with its log in a temp dir; `ready()` says when it answers."""
+
+    label = "server"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="vigil-cloud-"))
+        self.log = self.dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.dir)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise DaemonError(f"{self.label} did not start on port {self.port}:\n{log_tail(self.log)}")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """SIGTERM to the process group this server leads (its PID), SIGKILL if it lingers."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _port_open(self) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+
+class MotoServer(_Server):
+    """moto's server mode: AWS APIs (CloudWatch Logs here) over HTTP on 127.0.0.1."""
+
+    label = "moto_server"
+
+    def __init__(self) -> None:
+        if not os.access(MOTO_SERVER, os.X_OK):
+            pytest.skip(f"e2e: {MOTO_SERVER} is missing (pip install 'moto[server]>=5,<6' in .venv)")
+        super().__init__()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def ready(self) -> bool:
+        return self._port_open()
+
+
+class PubsubEmulator(_Server):
+    """The gcloud SDK's Pub/Sub emulator (Java) on 127.0.0.1; clients find it through PUBSUB_EMULATOR_HOST."""
+
+    label = "cloud-pubsub-emulator"
+
+    def __init__(self) -> None:
+        if not os.access(PUBSUB_EMULATOR, os.X_OK):
+            pytest.skip(f"e2e: {PUBSUB_EMULATOR} is missing (apt-get install google-cloud-cli-pubsub-emulator)")
+        super().__init__()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [str(PUBSUB_EMULATOR), "--host=127.0.0.1", f"--port={self.port}"]
+
+    def ready(self) -> bool:
+        return "Server started, listening on" in self.log.read_text(errors="replace") and self._port_open()

@@ -1,0 +1,1 @@
+"""Kubernetes sources: API server audit events (webhook, log file, EKS, GKE) and the API watch."""
