@@ -11,10 +11,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import pytest
 
@@ -121,3 +124,40 @@ class PubsubEmulator(_Server):
 
     def ready(self) -> bool:
         return "Server started, listening on" in self.log.read_text(errors="replace") and self._port_open()
+
+
+class _Runnable(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+    def interrupt(self) -> None: ...
+
+
+@contextmanager
+def running(module: _Runnable, stop_within: float = 15.0) -> Iterator[list[BaseException]]:
+    """Runs a module's `run` in a thread for the `with` block; yields the errors it raised. On leaving,
+    asks it to stop and fails the test if it has not stopped within `stop_within` seconds."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            module.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        module.interrupt()
+        thread.join(stop_within)
+        assert not thread.is_alive(), f"{type(module).__name__} did not stop within {stop_within:g} s"
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -12,8 +12,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +27,7 @@ from vigil.config_kubernetes import EksConfig
 from vigil.event import AgentRef, Event
 
 from ..unit.support import analyzer, shipped_rules
-from .cloud_emulators import MotoServer
+from .cloud_emulators import MotoServer, running, wait_for
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s-audit" / "falco-traces"
 AGENT = AgentRef(id="000", name="manager")
@@ -133,35 +132,6 @@ def module(cluster: str, moto: MotoServer, sink: Recorder, *, client: Any = None
                     poll_seconds=poll)
     the_client = client if client is not None else logs_client(moto)
     return EksModule(cfg, AGENT, sink, sink.read, client_factory=lambda: the_client, backoff=(0.05, 0.2))
-
-
-@contextmanager
-def running(mod: EksModule) -> Iterator[list[BaseException]]:
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            mod.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield errors
-    finally:
-        stop.set()
-        mod.interrupt()
-        thread.join(10)
-        assert not thread.is_alive(), "the EKS module did not stop within 10 s"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def audit_ids(events: list[Event]) -> list[str]:

@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from vigil.event import AgentRef, Event
 
 from ..unit.support import analyzer, shipped_rules
 from ..unit.test_gke_convert import GKE_SHAPE, fixture_events, log_entry
-from .cloud_emulators import PubsubEmulator
+from .cloud_emulators import PubsubEmulator, running, wait_for
 
 PROJECT = "vigil-test"
 AGENT = AgentRef(id="000", name="manager")
@@ -107,35 +106,6 @@ def module(subscription: str, sink: Recorder, client_factory: Callable[[], Any] 
     cfg = GkeConfig(project=PROJECT, subscription=subscription.rsplit("/", 1)[1], max_messages=50)
     return GkeModule(cfg, AGENT, sink, sink.state.get, client_factory=client_factory, pull_timeout=1.0,
                      backoff=(0.05, 0.2))
-
-
-@contextmanager
-def running(mod: GkeModule) -> Iterator[list[BaseException]]:
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            mod.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    try:
-        yield errors
-    finally:
-        stop.set()
-        mod.interrupt()
-        thread.join(15)
-        assert not thread.is_alive(), "the GKE module did not stop within 15 s"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def insert_ids(events: list[Event]) -> list[str]:
