@@ -6,7 +6,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from vigil.agent.modules.logs.http_lines import header_identity, line_events, line_identity, split_body
+from vigil.agent.modules.logs.http_lines_parsing import header_identity, line_events, line_identity, split_body
 from vigil.agent.modules.logs.registry import log_modules
 from vigil.config import LogsConfig
 from vigil.config_kubernetes import HttpLogsConfig
