@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import pytest
+
+from vigil.event import Event
 
 from .daemons import DaemonError, free_port, log_tail
 
@@ -161,3 +163,38 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+class Recorder:
+    """A sink that keeps each batch, and the module state as the store would. The store fails (the
+    call raises, nothing kept) while `fail` is set, or once `fail_after` non-empty batches are stored."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.batches: list[list[Event]] = []
+        self.state: dict[str, Any] = {}
+        self.fail = False
+        self.fail_after = fail_after
+        self.lock = threading.Lock()
+
+    def __call__(self, events: list[Event], state: dict[str, Any] | None) -> None:
+        with self.lock:
+            if self.fail:
+                raise OSError("disk full (test)")
+            if self.fail_after is not None and len([b for b in self.batches if b]) >= self.fail_after and events:
+                raise OSError("disk full (test)")
+            self.batches.append(list(events))
+            self.state.update(state or {})
+
+    def read(self, key: str) -> Any:
+        return self.state.get(key)
+
+    @property
+    def events(self) -> list[Event]:
+        with self.lock:
+            return [e for b in self.batches for e in b]
+
+    def audit(self) -> list[Event]:
+        return [e for e in self.events if e.decoder == "json"]
+
+    def health(self) -> list[Event]:
+        return [e for e in self.events if e.decoder == "vigil"]

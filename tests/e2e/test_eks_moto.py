@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from vigil.config_kubernetes import EksConfig
 from vigil.event import AgentRef, Event
 
 from ..unit.support import analyzer, shipped_rules
-from .cloud_emulators import MotoServer, running, wait_for
+from .cloud_emulators import MotoServer, Recorder, running, wait_for
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s-audit" / "falco-traces"
 AGENT = AgentRef(id="000", name="manager")
@@ -36,36 +35,6 @@ STREAMS = ("kube-apiserver-audit-aaaa", "kube-apiserver-audit-bbbb")
 _clusters = itertools.count()
 _next_ms: dict[tuple[str, str], int] = {}
 
-
-class Recorder:
-    """A sink that keeps each batch, and the module state as the store would."""
-
-    def __init__(self, fail_after: int | None = None) -> None:
-        self.batches: list[list[Event]] = []
-        self.state: dict[str, Any] = {}
-        self.fail_after = fail_after
-        self.lock = threading.Lock()
-
-    def __call__(self, events: list[Event], state: dict[str, Any] | None) -> None:
-        with self.lock:
-            if self.fail_after is not None and len([b for b in self.batches if b]) >= self.fail_after and events:
-                raise OSError("disk full (test)")
-            self.batches.append(list(events))
-            self.state.update(state or {})
-
-    def read(self, key: str) -> Any:
-        return self.state.get(key)
-
-    @property
-    def events(self) -> list[Event]:
-        with self.lock:
-            return [e for b in self.batches for e in b]
-
-    def audit(self) -> list[Event]:
-        return [e for e in self.events if e.decoder == "json"]
-
-    def health(self) -> list[Event]:
-        return [e for e in self.events if e.decoder == "vigil"]
 
 
 @pytest.fixture(scope="module")

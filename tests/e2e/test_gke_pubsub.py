@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,7 +23,7 @@ from vigil.event import AgentRef, Event
 
 from ..unit.support import analyzer, shipped_rules
 from ..unit.test_gke_convert import GKE_SHAPE, fixture_events, log_entry
-from .cloud_emulators import PubsubEmulator, running, wait_for
+from .cloud_emulators import PubsubEmulator, Recorder, running, wait_for
 
 PROJECT = "vigil-test"
 AGENT = AgentRef(id="000", name="manager")
@@ -32,33 +31,6 @@ FIXTURES = ("attach_pod.json", "create_nginx_pod_privileged.json", "attach_clust
             "create_configmap.json", "delete_secret.json")
 _names = itertools.count()
 
-
-class Recorder:
-    """A sink that keeps each batch and the module state; `fail` makes the next calls raise (not stored)."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Event]] = []
-        self.state: dict[str, Any] = {}
-        self.fail = False
-        self.lock = threading.Lock()
-
-    def __call__(self, events: list[Event], state: dict[str, Any] | None) -> None:
-        with self.lock:
-            if self.fail:
-                raise OSError("disk full (test)")
-            self.batches.append(list(events))
-            self.state.update(state or {})
-
-    @property
-    def events(self) -> list[Event]:
-        with self.lock:
-            return [e for b in self.batches for e in b]
-
-    def audit(self) -> list[Event]:
-        return [e for e in self.events if e.decoder == "json"]
-
-    def health(self) -> list[Event]:
-        return [e for e in self.events if e.decoder == "vigil"]
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +76,7 @@ def entries() -> list[dict[str, Any]]:
 
 def module(subscription: str, sink: Recorder, client_factory: Callable[[], Any] | None = None) -> GkeModule:
     cfg = GkeConfig(project=PROJECT, subscription=subscription.rsplit("/", 1)[1], max_messages=50)
-    return GkeModule(cfg, AGENT, sink, sink.state.get, client_factory=client_factory, pull_timeout=1.0,
+    return GkeModule(cfg, AGENT, sink, sink.read, client_factory=client_factory, pull_timeout=1.0,
                      backoff=(0.05, 0.2))
 
 

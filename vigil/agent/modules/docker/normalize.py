@@ -91,7 +91,7 @@ def exec_info(action: str, healthcheck: str | None) -> dict[str, Any] | None:
         return None
     command = action[len(prefix):]
     words = command.split()
-    program = _program(words)
+    program = program_of(words)
     info: dict[str, Any] = {
         "command": command.rstrip(),
         "program": program,
@@ -101,7 +101,9 @@ def exec_info(action: str, healthcheck: str | None) -> dict[str, Any] | None:
     return info
 
 
-def _program(words: list[str]) -> str:
+def program_of(words: list[str]) -> str:
+    """The program a command line runs, past wrappers such as env, nice, timeout or busybox (also used for
+    `kubectl exec` commands in Kubernetes audit events)."""
     i = 0
     while i < len(words):
         name = words[i].rsplit("/", 1)[-1]

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from vigil.agent.modules.docker.normalize import _program
+from vigil.agent.modules.docker.normalize import program_of
 from vigil.agent.modules.kubernetes.posture import pod_posture, rbac_summary, workload_pod_spec
 from vigil.event import AgentRef, Event
 
@@ -155,7 +155,7 @@ def exec_info(uri: str) -> dict[str, Any]:
         elif key == "stdin":
             stdin = value in _TRUE
     split = " ".join(words).split()
-    return {"command": " ".join(words), "program": _program(split) if split else "", "args": words[1:],
+    return {"command": " ".join(words), "program": program_of(split) if split else "", "args": words[1:],
             "container": container, "tty": tty, "stdin": stdin}
 
 
