@@ -10,15 +10,24 @@ from typing import Any
 import msgspec
 import yaml
 
+from vigil.alert_data import AlertData
 from vigil.content import CONTENT_DIR
 from vigil.event import Event
 from vigil.manager.analysis.rules import COMPLIANCE_KEYS, Rule
 
 ALERT_VERSION = 1
 
-# An alert as one line of JSON. msgspec writes the same bytes as orjson for alerts, in half the time
-# on this hot path (BENCHMARKS.md, agent channel), and also takes integers beyond 64 bits.
-encode_alert = msgspec.json.Encoder().encode
+# msgspec writes the same bytes as orjson for alerts, in half the time on this hot path
+# (BENCHMARKS.md, agent channel), and also takes integers beyond 64 bits.
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_alert(alert: dict[str, Any]) -> bytes:
+    """An alert as one line of JSON; values its source sent as JSON text (AlertData) are written as sent."""
+    data = alert.get("data")
+    if type(data) is AlertData:
+        return _encode({**alert, "data": {**data, **data.verbatim}})
+    return _encode(alert)
 
 
 @functools.lru_cache(maxsize=256)
@@ -119,7 +128,7 @@ def build_alert(
         "id": alert_id,
         "decoder": {"name": decoder} if decoder_parent is None else {"parent": decoder_parent, "name": decoder},
         "location": event.location,
-        "data": event.data,
+        "data": event.data if event.verbatim is None else AlertData(event.data, event.verbatim),
     }
     if predecoder is not None:  # a text line's syslog header, under Wazuh's name
         alert["predecoder"] = predecoder

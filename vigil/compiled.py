@@ -42,6 +42,10 @@ HOT_MODULES = (
     "vigil.manager.analysis.text_decoders",
     "vigil.manager.analysis.decoders",
     "vigil.manager.analysis.analyzer",
+    # Kubernetes audit events: every webhook body and audit log line (bench/k8s_audit_throughput.py).
+    "vigil.agent.modules.kubernetes.audit_payload",
+    "vigil.agent.modules.kubernetes.posture",
+    "vigil.agent.modules.kubernetes.audit_normalize",
 )
 GROUP = "vigil._hotpath"  # mypyc's shared library for the group: vigil._hotpath__mypyc
 MANIFEST = "manifest.json"

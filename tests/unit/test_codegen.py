@@ -1,4 +1,5 @@
-"""The generated matching code must give what the generic walks give, on real and awkward events."""
+"""The generated matching code (run when interpreted) and the compiled loops (run when compiled, see
+vigil/compiled.py) must give what the plain generic checks give, on real and awkward events."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 import yaml
 
 from vigil.agent.modules.docker import normalize
-from vigil.manager.analysis.codegen import compile_template
+from vigil.manager.analysis.codegen import compile_candidates, compile_conditions, compile_template
 from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.rule_loader import load_rules
-from vigil.manager.analysis.rules import _parse_template, conditions_hold
+from vigil.manager.analysis.rules import _parse_template, conditions_hold, render_template
 from vigil.manager.analysis.ruleset import RuleSet, scan_candidates
 
 from .support import (
@@ -71,26 +72,36 @@ def events() -> list[dict[str, Any]]:
     return shipped_events()
 
 
-def test_compiled_candidates_agree_with_the_generic_walk(events: list[dict[str, Any]]) -> None:
+def test_generated_candidates_agree_with_the_generic_walk(events: list[dict[str, Any]]) -> None:
     ruleset = RuleSet(shipped_rules().rules)
     indexes = [*ruleset.root_indexes.values(), *ruleset.child_indexes.values()]
     assert len(indexes) > 10
-    compared = hits = 0
+    generated = [compile_candidates(index) for index in indexes]
+    hits = merged = 0
     for data in events:
-        for index in indexes:
+        for index, candidates in zip(indexes, generated, strict=True):
             expected = scan_candidates(index, Fields(data))
-            assert index.candidates(Fields(data)) == expected, (data, [r.id for r in expected])
-            compared += 1
+            assert candidates(Fields(data)) == expected, (data, [r.id for r in expected])
+            assert index.candidates(Fields(data)) == expected  # whichever this run uses
             hits += bool(expected)
-    assert hits > len(events)  # the comparison is not all empty lists
+            merged += len(expected) > 1
+    assert hits > len(events) and merged > 10  # the comparison is not all empty or single lists
 
 
-def test_compiled_conditions_agree_with_the_generic_check(events: list[dict[str, Any]]) -> None:
+def _plain_check(rule: Any, fields: Fields) -> bool:
+    """Every condition on Fields.get, the slow path with no shortcuts."""
+    return all(c.test(fields.get(c.path)) for c in rule.conditions) and (rule.raw is None or rule.raw.test(fields.raw))
+
+
+def test_generated_and_compiled_conditions_agree_with_the_plain_check(events: list[dict[str, Any]]) -> None:
     rules = list(shipped_rules().rules.values())
+    generated = {rule.id: compile_conditions(rule.conditions, rule.raw) for rule in rules}
     matched = 0
     for data in events:
         for rule in rules:
-            expected = conditions_hold(rule.conditions, rule.raw, Fields(data))
+            expected = _plain_check(rule, Fields(data))
+            assert conditions_hold(rule.conditions, rule.raw, Fields(data)) is expected, (rule.id, data)
+            assert generated[rule.id](Fields(data)) is expected, (rule.id, data)
             assert rule.matches(Fields(data)) is expected, (rule.id, data)
             matched += expected
     assert matched > len(events)
@@ -147,24 +158,33 @@ def test_rule_text_never_becomes_code(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+RENDERERS = [
+    pytest.param(lambda text: compile_template(_parse_template(text)), id="generated"),
+    pytest.param(lambda text: lambda fields: render_template(
+        tuple((lit, path, tuple(path.split("."))) for lit, path in _parse_template(text)), fields), id="loop"),
+]
+
+
+@pytest.mark.parametrize("make", RENDERERS)
 @pytest.mark.parametrize(("value", "text"), [
     ("web", "web"), (["a", 1, True], "a, 1, true"), (None, ""), (3.0, "3"), (2.5, "2.5"), (False, "false"),
     ({"k": "v"}, "{'k': 'v'}"),
 ])
-def test_description_placeholders_render_every_value_type(value: Any, text: str) -> None:
-    render = compile_template(_parse_template("[$(x.y)] in $(absent.field)$(x.y)"))
+def test_description_placeholders_render_every_value_type(make: Any, value: Any, text: str) -> None:
+    render = make("[$(x.y)] in $(absent.field)$(x.y)")
     assert render(Fields({"x": {"y": value}})) == f"[{text}] in {text}"
     assert render(Fields({"x.y": value})) == f"[{text}] in {text}"
 
 
-def test_a_description_with_thousands_of_placeholders_renders() -> None:
-    render = compile_template(_parse_template("$(a) " * 5000))
-    assert render(Fields({"a": "x"})) == "x " * 5000
+@pytest.mark.parametrize("make", RENDERERS)
+def test_a_description_with_thousands_of_placeholders_renders(make: Any) -> None:
+    assert make("$(a) " * 5000)(Fields({"a": "x"})) == "x " * 5000
 
 
-def test_description_without_placeholders_and_empty() -> None:
-    assert compile_template(_parse_template("plain $( text"))(Fields({})) == "plain $( text"
-    assert compile_template(_parse_template(""))(Fields({})) == ""
+@pytest.mark.parametrize("make", RENDERERS)
+def test_description_without_placeholders_and_empty(make: Any) -> None:
+    assert make("plain $( text")(Fields({})) == "plain $( text"
+    assert make("")(Fields({})) == ""
 
 
 def test_shipped_alerts_unchanged_by_compilation(events: list[dict[str, Any]]) -> None:

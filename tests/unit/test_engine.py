@@ -677,3 +677,52 @@ def test_frequency_rule_under_if_group_counts_each_event_once(tmp_path: Path) ->
     )
     data = {"source": "app", "action": "fail", "user": "root"}
     assert [winner(engine, data, ts) for ts in (0, 1, 2)] == [2, 2, 3]
+
+
+def test_a_rule_that_cannot_outrank_the_match_found_is_skipped(tmp_path: Path) -> None:
+    """A leaf no deeper and no higher than the match already found cannot win; skipping it (as the
+    engine does when not tracing) gives the winner a full walk (with a trace) gives."""
+    engine = engine_for(tmp_path, """
+rules:
+  - {id: 1, level: 0, decoded_as: json, description: "root", fields: {app: web}}
+  - {id: 2, level: 9, if_sid: 1, description: "high", fields: {status: "500"}}
+  - {id: 3, level: 4, if_sid: 1, description: "low", fields: {status: {regex: '^5'}}}
+  - {id: 4, level: 9, if_sid: 1, description: "as high, later", fields: {path: /x}}
+  - {id: 5, level: 12, if_sid: 1, description: "higher", fields: {path: /admin}}
+""")
+    assert engine.ruleset.outranked_skippable >= {engine.ruleset.rules[i] for i in (2, 3, 4, 5)}
+    for data, winner in [({"app": "web", "status": "500", "path": "/x"}, 2),
+                         ({"app": "web", "status": "503", "path": "/x"}, 4),
+                         ({"app": "web", "status": "500", "path": "/admin"}, 5),
+                         ({"app": "web", "status": "503"}, 3)]:
+        trace: list[Step] = []
+        walked = engine.match("json", Fields(data), 0.0, trace)
+        skipped = engine.match("json", Fields(data), 0.0)
+        assert walked.rule is not None and skipped.rule is walked.rule and walked.rule.id == winner
+        assert skipped.chain == walked.chain == [1, winner]
+
+
+def test_skipping_never_changes_the_winner_on_the_shipped_rules() -> None:
+    """Docker events and every captured Kubernetes audit event, with and without the skipping."""
+    from vigil.agent.modules.kubernetes.audit_normalize import audit_event
+    from vigil.agent.modules.kubernetes.audit_payload import AuditPayloadError, parse_payload
+
+    from .support import analyzer
+    from .test_codegen import shipped_events
+
+    events = shipped_events()
+    traces = Path(__file__).resolve().parents[2].parent / "shared/fixtures/k8s-audit/falco-traces"
+    for path in sorted(traces.glob("*.json")):
+        for line in path.read_bytes().splitlines():
+            try:
+                batch = parse_payload(line, max_events=10_000, max_event_bytes=1 << 20)
+            except AuditPayloadError:
+                continue
+            events += [audit_event(obj, module="k", source="file", cluster="c", location="l").data
+                       for obj in batch.events]
+    assert sum("k8s" in data for data in events) > 40
+    plain, traced = analyzer().engine, analyzer().engine
+    for data in events:
+        quick = plain.match("json", Fields(data), 0.0)
+        full = traced.match("json", Fields(data), 0.0, [])
+        assert (quick.rule and quick.rule.id, quick.chain) == (full.rule and full.rule.id, full.chain), data

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
-from vigil.agent.modules.kubernetes.audit_normalize import audit_event, exec_info, problem_event
+from vigil.agent.modules.kubernetes.audit_normalize import audit_event, event_time, exec_info, problem_event
 from vigil.agent.modules.kubernetes.posture import image_repository, pod_posture, rbac_summary, workload_pod_spec
 from vigil.event import AgentRef
 
@@ -216,3 +219,29 @@ def test_resource_names_the_subresource_so_rules_can_tell_pods_from_pods_exec() 
     assert norm(base)["audit"]["resource"] == "serviceaccounts"
     ref["subresource"] = "token"
     assert norm(base)["audit"]["resource"] == "serviceaccounts/token"
+
+
+@pytest.mark.parametrize("query", [
+    "command=sh&command=-c&command=id&container=app&tty=true", "a=1&&b=&c", "x=%2Fbin%2Fsh+-c&y=a+b%zz", "",
+    "=v&k=", "command=%E2%82%AC", "a=b=c", "&&&", "k=%ff", "command=echo+%26%26+id",
+])
+def test_exec_commands_read_as_parse_qsl_reads_them(query: str) -> None:
+    words = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "command"]
+    assert exec_info(f"/api/v1/namespaces/d/pods/p/exec?{query}")["command"] == " ".join(words)
+
+
+def test_event_time_is_what_fromisoformat_gives_to_the_bit() -> None:
+    rng = random.Random(5)
+    samples = ["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123456789Z", "2026-11-27T10:00:00.12+02:00",
+               "2019-04-04T17:43:34.5Z", "2019-04-04T17:43:34.000001Z"]
+    for _ in range(20_000):
+        second = datetime.fromtimestamp(rng.randrange(0, 4_000_000_000), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        samples.append(f"{second}.{rng.randrange(10**6):0{rng.randint(1, 6)}d}Z")
+    for text in samples:
+        assert event_time({"stageTimestamp": text}) == datetime.fromisoformat(text).timestamp(), text
+
+
+@pytest.mark.parametrize("bad", ["2026-13-27T10:00:00.1Z", "garbage", "2026-11-27T10:00:00.\uff11\uff12Z", ""])
+def test_an_unreadable_time_falls_back_to_the_next_field(bad: str) -> None:
+    assert event_time({"stageTimestamp": bad, "requestReceivedTimestamp": "2026-11-27T10:00:00.5Z"}) == (
+        datetime.fromisoformat("2026-11-27T10:00:00.5Z").timestamp())

@@ -1,4 +1,5 @@
-"""parse_payload and AuditDedupe: every shape a kube-apiserver (or Falco's parser) accepts, and refusals."""
+"""parse_payload, split_payload/parse_item and AuditDedupe: every shape a kube-apiserver (or Falco's
+parser) accepts, and refusals."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from vigil.agent.modules.kubernetes.audit_payload import AuditDedupe, AuditPayloadError, parse_payload
+from vigil.agent.modules.kubernetes.audit_payload import (
+    AuditDedupe,
+    AuditPayloadError,
+    as_sent,
+    parse_item,
+    parse_payload,
+    split_payload,
+)
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s-audit" / "falco-traces"
 LIMITS = {"max_events": 10_000, "max_event_bytes": 1024 * 1024}
@@ -63,6 +71,9 @@ def test_captured_fixture_lines_parse() -> None:
     (b'"text"', "expected a JSON object or array, got str"),
     (b'42', "expected a JSON object or array, got int"),
     (b'{"kind": "Event", ', "the body is not valid JSON"),
+    (b'"text" and more', "the body is not valid JSON"),
+    (b'7 8', "the body is not valid JSON"),
+    (b'{"kind": "EventList", "items": [{}]} trailing', "the body is not valid JSON"),
     (b'\xff\xfe', "the body is not valid JSON"),
     (b'', "the body is not valid JSON"),
 ])
@@ -99,9 +110,34 @@ def test_bad_items_and_oversized_items_are_dropped_the_rest_kept() -> None:
     assert batch.dropped[3] == "item 4 is not an audit event: apiVersion must be audit.k8s.io/*, got 'v1'"
 
 
-def test_small_body_is_not_measured_item_by_item() -> None:
+def test_an_item_is_measured_as_sent() -> None:
     body = orjson.dumps([event("a")])
-    assert parse_payload(body, max_events=10, max_event_bytes=len(body)).dropped == []
+    assert parse_payload(body, max_events=10, max_event_bytes=len(body) - 2).dropped == []  # less the []
+    assert "is larger than" in parse_payload(body, max_events=10, max_event_bytes=len(body) - 3).dropped[0]
+
+
+def test_an_item_that_is_not_utf8_is_dropped_with_a_reason_and_the_others_kept() -> None:
+    body = b'{"kind":"EventList","items":[{"auditID":"bad","verb":"\xff"},' + orjson.dumps(event("good")) + b"]}"
+    batch = parse_payload(body, **LIMITS)
+    assert [e["auditID"] for e in batch.events] == ["good"]
+    assert batch.dropped[0].startswith("item 0 is not an audit event: not valid JSON (")
+
+
+def test_split_items_are_each_events_json_as_sent() -> None:
+    body = b'{"kind": "EventList", "items": [ {"auditID": "x",  "verb": "get"} , {"auditID": "y"} ]}'
+    items = split_payload(body, max_events=10)
+    assert [bytes(item) for item in items] == [b'{"auditID": "x",  "verb": "get"}', b'{"auditID": "y"}']
+    assert parse_item(items[0], 0, 1024) == {"auditID": "x", "verb": "get"}
+    assert [bytes(item) for item in split_payload(b' {"auditID": "z"} ', max_events=10)] == [b' {"auditID": "z"} ']
+
+
+def test_as_sent_is_the_items_own_bytes_unless_it_spans_lines() -> None:
+    body = orjson.dumps([event("a"), event("b")])
+    first = split_payload(body, max_events=10)[0]
+    kept = as_sent(first)
+    assert kept is not None and bytes(kept) == orjson.dumps(event("a"))
+    pretty = orjson.dumps([event("a")], option=orjson.OPT_INDENT_2)
+    assert as_sent(split_payload(pretty, max_events=10)[0]) is None
 
 
 def test_empty_event_list_is_fine() -> None:
@@ -124,3 +160,36 @@ def test_dedupe_cannot_tell_events_without_audit_id_apart() -> None:
     assert dedupe.is_new({"stage": "ResponseComplete"})
     assert dedupe.is_new({"stage": "ResponseComplete"})
     assert dedupe.is_new({"auditID": 5, "stage": []})
+
+
+def test_mangled_bodies_are_parsed_or_refused_never_crash() -> None:
+    """Bytes cut, flipped, dropped or repeated anywhere in a body: an AuditPayloadError or a batch."""
+    import random
+
+    rng = random.Random(7)
+    good = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1",
+                         "items": [event("a", requestObject={"spec": {"x": [1, "\u00e9", None]}}), event("b")]})
+    outcomes = {"batch": 0, "refused": 0}
+    for _ in range(3000):
+        body = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            if not body:
+                break
+            at = rng.randrange(len(body))
+            choice = rng.random()
+            if choice < 0.3:
+                body[at] = rng.randrange(256)
+            elif choice < 0.5:
+                del body[at:at + rng.randint(1, 20)]
+            elif choice < 0.7:
+                body = body[:at]
+            else:
+                body[at:at] = bytes(rng.choice([b"\n", b"]", b"}", b'"', b",", b"\xff", b"null", b" 1"]))
+        try:
+            batch = parse_payload(bytes(body), **LIMITS)
+        except AuditPayloadError:
+            outcomes["refused"] += 1
+        else:
+            assert all(isinstance(e, dict) for e in batch.events)
+            outcomes["batch"] += 1
+    assert outcomes["batch"] > 50 and outcomes["refused"] > 50

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vigil.manager.analysis.ruleset import CandidateIndex, RegexIndex
 
 _MISSING = object()
+MERGES = 1024  # merged candidate lists kept per index (compile_candidates)
 
 CandidatesFn = Callable[[Fields], "list[Rule]"]
 ConditionsFn = Callable[[Fields], bool]
@@ -131,8 +132,18 @@ def compile_candidates(index: CandidateIndex) -> CandidatesFn:
         src.emit(1, "raw = fields.raw")
         src.emit(1, "if raw is not None:")
         _emit_string_test(src, "regex", index.by_raw, value="raw", depth=2)
+    # Several keys hit (a user and a resource): their rules merged in rule order, without repeats.
+    # The same few combinations come back event after event, so each merge is kept (bounded);
+    # callers only read the list.
+    merged = src.const("G", {})
     src.emit(1, "if len(found) > 1:")
-    src.emit(2, "found = sorted(set(found), key=order)")
+    src.emit(2, "key = tuple(found)")
+    src.emit(2, f"hit = {merged}.get(key)")
+    src.emit(2, "if hit is None:")
+    src.emit(3, "hit = sorted(set(found), key=order)")
+    src.emit(3, f"if len({merged}) < MERGES:")
+    src.emit(4, f"{merged}[key] = hit")
+    src.emit(2, "return hit")
     src.emit(1, "return found")
     compiled: CandidatesFn = src.build("candidates", "candidates")
     return compiled
@@ -228,5 +239,5 @@ def _emit_string_test(src: _Source, kind: str, target: Any, value: str = "value"
 # What generated code may call besides its constants.
 _HELPERS: dict[str, Any] = {
     "MISSING": _MISSING, "value_hits": value_hits, "regex_hits": regex_hits, "order": RULE_ORDER,
-    "field_text": field_text,
+    "field_text": field_text, "MERGES": MERGES,
 }

@@ -41,6 +41,7 @@ class Condition:
     exists: bool | None = None
     negate: bool = False
     fast: str = ""  # "equals" or "regex" when that is the only test: the hot path for string values
+    parts: tuple[str, ...] = ()  # the path split at its dots (set by seal), for conditions_hold's walk
 
     def test(self, value: Any) -> bool:
         if type(value) is str:
@@ -48,10 +49,13 @@ class Condition:
                 return (value in self.equals) != self.negate  # type: ignore[operator]
             if self.fast == "regex":
                 return self.regex.search(value) != self.negate  # type: ignore[union-attr]
+        elif type(value) is bool and self.fast == "equals":
+            return (("true" if value else "false") in self.equals) != self.negate  # type: ignore[operator]
         return self._test(value) != self.negate
 
     def seal(self) -> Condition:
         """Note which single test this condition is, if any, so `test` can take the short path."""
+        self.parts = tuple(self.path.split("."))
         others = bool(self.numeric or self.networks or self.exists is not None)
         if self.equals is not None and self.regex is None and not others:
             self.fast = "equals"
@@ -65,11 +69,21 @@ class Condition:
         if self.exists is False:
             return False
         items = list(_values(value))
-        if self.equals is not None and not any(as_text(v) in self.equals for v in items):
-            return False
+        # Loops rather than any(<generator>): compiled, a generator costs an object per call.
+        equals = self.equals
+        if equals is not None:
+            for item in items:
+                if (item if type(item) is str else as_text(item)) in equals:
+                    break
+            else:
+                return False
         regex = self.regex
-        if regex is not None and not any(regex.search(as_text(v)) for v in items):
-            return False
+        if regex is not None:
+            for item in items:
+                if regex.search(item if type(item) is str else as_text(item)):
+                    break
+            else:
+                return False
         for op, bound in self.numeric:
             if not any(compare_number(v, op, bound) for v in items):
                 return False

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from vigil.manager.analysis.correlation import Correlator
 from vigil.manager.analysis.fields import Fields
-from vigil.manager.analysis.rules import Rule
-from vigil.manager.analysis.ruleset import RuleSet
+from vigil.manager.analysis.rules import COMPILED, Rule, conditions_hold
+from vigil.manager.analysis.ruleset import CandidateIndex, RuleSet, scan_candidates
 
 
 @dataclass(slots=True)
@@ -33,6 +33,11 @@ class Match:
         self.depth = depth
         self.chain = [] if chain is None else chain
         self.correlated = correlated
+
+
+def _candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
+    """index.candidates(fields); compiled, a direct call of what that attribute holds then."""
+    return scan_candidates(index, fields) if COMPILED else index.candidates(fields)
 
 
 class Engine:
@@ -60,10 +65,11 @@ class Engine:
         correlated = 0
         children = self._children
         shared = self._shared
+        skippable = self.ruleset.outranked_skippable
         # A rule reachable through several parents (if_group, a list of if_sid) is tried once per
         # event, so correlation and exception counts see each event once.
         tried: set[int] | None = None
-        roots = self._roots.get(decoder, self._any_decoder).candidates(fields)  # RuleSet.roots, inlined
+        roots = _candidates(self._roots.get(decoder, self._any_decoder), fields)  # RuleSet.roots, inlined
         if not roots:  # most lines of a text log: no rule for their program
             return Match(None)
         # One root is the usual case: no reversed copy then.
@@ -78,7 +84,11 @@ class Engine:
                 elif rule.id in tried:
                     continue
                 tried.add(rule.id)
-            if not (rule.key_only or rule.matches(fields)):
+            if (best is not None and trace is None and rule in skippable
+                    and (depth < best_depth or (depth == best_depth and rule.level <= best.level))):
+                continue  # it cannot win: a match deeper than it, or as deep and as high, is already found
+            if not (rule.key_only or (conditions_hold(rule.conditions, rule.raw, fields) if COMPILED
+                                      else rule.matches(fields))):
                 if trace is not None:
                     trace.append(Step(rule.id, depth, "no match"))
                 continue
@@ -103,7 +113,7 @@ class Engine:
                 best, best_depth, best_chain, correlated = rule, depth, chain, count
             index = children.get(rule.id)
             if index is not None:
-                kids = index.candidates(fields)
+                kids = _candidates(index, fields)
                 if len(kids) == 1:
                     stack.append((kids[0], depth + 1, chain))
                 elif kids:

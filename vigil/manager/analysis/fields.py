@@ -34,6 +34,18 @@ class Fields:
                 self._dotted_top = any("." in k for k in self.data if isinstance(k, str))
         return not self._dotted_top
 
+    def lookup(self, path: str, parts: tuple[str, ...]) -> Any:
+        """get(path), given `parts` (path split at its dots): direct dict lookups first, which
+        compiled are a loop in C; only a walk that misses falls back to get()."""
+        if not parts:
+            return self.get(path)
+        node: Any = self.data
+        for part in parts:
+            node = node.get(part, _MISSING) if type(node) is dict else _MISSING
+            if node is _MISSING:
+                return self.get(path) if len(parts) > 1 else None  # one key: absent is absent
+        return node
+
     def get(self, path: str) -> Any:
         """The value at `path`, or None when absent."""
         value = self.resolved.get(path, _MISSING)

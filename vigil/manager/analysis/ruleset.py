@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from vigil.manager.analysis.codegen import RULE_ORDER, CandidatesFn, compile_candidates, regex_hits, value_hits
+from vigil.manager.analysis.codegen import MERGES, RULE_ORDER, CandidatesFn, compile_candidates, regex_hits, value_hits
 from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.re2fast import SearchSet
-from vigil.manager.analysis.rules import Rule
+from vigil.manager.analysis.rules import COMPILED, Rule
 
 
 @dataclass
@@ -77,14 +77,19 @@ class CandidateIndex:
     by_regex: dict[str, RegexIndex] = field(default_factory=dict)
     # Grouped by top-level key, so that all the fields under an absent object (`container.*` on an
     # event without inspect data) cost one dict lookup together.
-    value_keys: list[tuple[str, list[tuple[str, dict[str, list[Rule]]]]]] = field(default_factory=list)
-    regex_keys: list[tuple[str, list[tuple[str, RegexIndex]]]] = field(default_factory=list)
+    # Each entry: (path, path split at its dots, bucket or regex index).
+    value_keys: list[tuple[str, list[tuple[str, tuple[str, ...], dict[str, list[Rule]]]]]] = field(
+        default_factory=list)
+    regex_keys: list[tuple[str, list[tuple[str, tuple[str, ...], RegexIndex]]]] = field(default_factory=list)
     by_raw: RegexIndex | None = None
     by_exists: dict[str, list[Rule]] = field(default_factory=dict)  # path -> rules that need it present
     always: list[Rule] = field(default_factory=list)
     size: int = 0
-    # The rules whose key holds for an event, in rule order: a generated function (codegen.py).
+    # The rules whose key holds for an event, in rule order: scan_candidates when compiled, else a
+    # generated function (codegen.py); whichever is faster there, as for Rule.matches.
     candidates: CandidatesFn = field(default=lambda fields: [], repr=False)
+    # Merged lists of rules (several keys hit), by the rules found: the same few come back each event.
+    merged: dict[tuple[Rule, ...], list[Rule]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, rules: Iterable[Rule]) -> CandidateIndex:
@@ -127,8 +132,11 @@ class CandidateIndex:
             index.by_raw = _regex_index([rule.raw.regex_source for rule in raw_members if rule.raw], raw_members)
         index.value_keys = _by_top(index.by_value)
         index.regex_keys = _by_top(index.by_regex)
-        index.candidates = compile_candidates(index)
+        index.candidates = index.scan if COMPILED else compile_candidates(index)
         return index
+
+    def scan(self, fields: Fields) -> list[Rule]:
+        return scan_candidates(self, fields)
 
 
 def _regex_index(sources: list[str | None], members: list[Rule]) -> RegexIndex:
@@ -138,18 +146,25 @@ def _regex_index(sources: list[str | None], members: list[Rule]) -> RegexIndex:
 
 
 def scan_candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
-    """The generic walk over an index: the reference the compiled `CandidateIndex.candidates` must agree with."""
+    """The rules of `index` whose key holds for an event, in rule order; callers only read the list.
+
+    Also the reference the generated `CandidateIndex.candidates` must agree with."""
     found: list[Rule] = list(index.always)
+    data = fields.data
     for top, entries in index.value_keys:
-        if top in fields.data or not fields.lacks_top(top):
-            for path, bucket in entries:
-                value = fields.get(path)
-                if value is not None:
+        if top in data or not fields.lacks_top(top):
+            for path, parts, bucket in entries:
+                value = fields.lookup(path, parts)
+                if type(value) is str:
+                    hit = bucket.get(value)
+                    if hit:
+                        found.extend(hit)
+                elif value is not None:
                     found.extend(value_hits(value, bucket))
     for top, regex_entries in index.regex_keys:
-        if top in fields.data or not fields.lacks_top(top):
-            for path, rindex in regex_entries:
-                value = fields.get(path)
+        if top in data or not fields.lacks_top(top):
+            for path, parts, rindex in regex_entries:
+                value = fields.lookup(path, parts)
                 if value is not None:
                     found.extend(regex_hits(value, rindex))
     if index.by_raw is not None and fields.raw is not None:
@@ -157,18 +172,25 @@ def scan_candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
     for path, needing in index.by_exists.items():
         if fields.get(path) is not None:
             found.extend(needing)
-    if len(found) > 1:
-        found = sorted(set(found), key=RULE_ORDER)
-    return found
+    if len(found) < 2:
+        return found
+    key = tuple(found)
+    merged = index.merged.get(key)
+    if merged is None:
+        merged = sorted(set(found), key=RULE_ORDER)
+        if len(index.merged) < MERGES:
+            index.merged[key] = merged
+    return merged
 
 
 _T = TypeVar("_T")
 
 
-def _by_top(by_path: dict[str, _T]) -> list[tuple[str, list[tuple[str, _T]]]]:
-    groups: dict[str, list[tuple[str, _T]]] = {}
+def _by_top(by_path: dict[str, _T]) -> list[tuple[str, list[tuple[str, tuple[str, ...], _T]]]]:
+    groups: dict[str, list[tuple[str, tuple[str, ...], _T]]] = {}
     for path, item in by_path.items():
-        groups.setdefault(path.split(".", 1)[0], []).append((path, item))
+        parts = tuple(path.split("."))
+        groups.setdefault(parts[0], []).append((path, parts, item))
     return list(groups.items())
 
 
@@ -203,6 +225,11 @@ class RuleSet:
         # Rules under more than one parent: the only ones an event can reach twice.
         parents: Counter[int] = Counter(rule.id for rs in children.values() for rule in rs)
         self.shared = frozenset(rid for rid, n in parents.items() if n > 1)
+        # Rules that only matter when they win: no children, one parent, no counting and no exception
+        # hits to count. The engine skips one that cannot beat the match it already has.
+        self.outranked_skippable = frozenset(
+            r for r in tree_rules if r.id not in children and r.id not in self.shared and r.frequency is None
+            and r.timeframe is None and not r.exceptions)
         # The correlation rules that watch each rule, by id or by one of its groups, computed once:
         # `watchers` count its matches (frequency), `followers` remember its last one.
         self.watchers = _watching(rules, [r for r in rules.values() if not r.follows])

@@ -17,7 +17,13 @@ from typing import Any
 
 from vigil.agent.modules.base import BatchSink, StateReader
 from vigil.agent.modules.kubernetes.audit_normalize import audit_event
-from vigil.agent.modules.kubernetes.audit_payload import AuditDedupe, AuditPayloadError, parse_payload
+from vigil.agent.modules.kubernetes.audit_payload import (
+    AuditDedupe,
+    AuditPayloadError,
+    as_sent,
+    parse_item,
+    split_payload,
+)
 from vigil.agent.modules.kubernetes.problem_throttle import ProblemThrottle
 from vigil.agent.modules.logs.file_tail import FileTail, TailState
 from vigil.config_kubernetes import AuditFileConfig
@@ -125,20 +131,21 @@ class AuditFileModule:
             if not line.data.strip():
                 continue
             try:
-                batch = parse_payload(line.data, max_events=10_000, max_event_bytes=limit)
+                items = split_payload(line.data, max_events=10_000)
             except AuditPayloadError as exc:
                 bad += 1
                 first_bad = first_bad or f"{exc} (at byte {line.start})"
                 continue
-            if batch.dropped:
-                dropped += len(batch.dropped)
-                first_dropped = first_dropped or batch.dropped[0]
-            for obj in batch.events:
-                if not self.dedupe.is_new(obj):
+            for index, item in enumerate(items):
+                obj = parse_item(item, index, limit)
+                if isinstance(obj, str):
+                    dropped += 1
+                    first_dropped = first_dropped or obj
+                elif not self.dedupe.is_new(obj):
                     self.counters["duplicates"] += 1
-                    continue
-                events.append(audit_event(obj, module="kubernetes", source="file", cluster=cluster,
-                                          location=source.path, agent=self.agent))
+                else:
+                    events.append(audit_event(obj, module="kubernetes", source="file", cluster=cluster,
+                                              location=source.path, agent=self.agent, sent=as_sent(item)))
         self.counters["events"] += len(events)
         self.counters["malformed"] += bad
         self.counters["cut"] += cut

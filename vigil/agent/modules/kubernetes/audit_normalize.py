@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
+
+import msgspec
 
 from vigil.agent.modules.docker.normalize import program_of
 from vigil.agent.modules.kubernetes.posture import pod_posture, rbac_summary, workload_pod_spec
@@ -37,8 +39,10 @@ def _str(value: Any) -> str:
 
 
 def audit_event(obj: dict[str, Any], *, module: str, source: str, cluster: str, location: str,
-                agent: AgentRef | None = None, extra: dict[str, Any] | None = None) -> Event:
-    """The envelope for one audit event; `extra` ({"aws": ...} / {"gcp": ...}) is merged into data."""
+                agent: AgentRef | None = None, extra: dict[str, Any] | None = None,
+                sent: msgspec.Raw | None = None) -> Event:
+    """The envelope for one audit event; `extra` ({"aws": ...} / {"gcp": ...}) is merged into data.
+    `sent`: the JSON `obj` was parsed from (audit_payload.as_sent), which its alert then carries."""
     # Inline type checks rather than helper calls: this runs for every audit event (bench/k8s_audit_throughput.py).
     ref = obj.get("objectRef")
     if type(ref) is not dict:
@@ -107,7 +111,7 @@ def audit_event(obj: dict[str, Any], *, module: str, source: str, cluster: str, 
         elif resource == "configmaps":
             data["configmap"] = {"entries": configmap_entries(request)}
     return Event(module=module, location=location, timestamp=event_time(obj), data=data, decoder="json",
-                 agent=agent or _LOCAL_AGENT)
+                 agent=agent or _LOCAL_AGENT, verbatim=None if sent is None else {"k8s": sent})
 
 
 def _iam_identity(user: dict[str, Any]) -> str:
@@ -145,7 +149,7 @@ def exec_info(uri: str) -> dict[str, Any]:
     words: list[str] = []
     container = ""
     tty = stdin = False
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in _query_pairs(query):
         if key == "command":
             words.append(value)
         elif key == "container" and not container:
@@ -157,6 +161,17 @@ def exec_info(uri: str) -> dict[str, Any]:
     split = " ".join(words).split()
     return {"command": " ".join(words), "program": program_of(split) if split else "", "args": words[1:],
             "container": container, "tty": tty, "stdin": stdin}
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    """urllib.parse.parse_qsl(query, keep_blank_values=True), as a loop that compiles (parse_qsl
+    itself stays interpreted, and took most of the time of an exec event)."""
+    pairs: list[tuple[str, str]] = []
+    for part in query.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            pairs.append((unquote(key.replace("+", " ")), unquote(value.replace("+", " "))))
+    return pairs
 
 
 def configmap_entries(obj: dict[str, Any]) -> list[str]:
@@ -174,11 +189,37 @@ def event_time(obj: dict[str, Any]) -> float:
     for key in ("stageTimestamp", "requestReceivedTimestamp", "timestamp"):
         value = obj.get(key)
         if isinstance(value, str) and value:
-            try:
-                return datetime.fromisoformat(value).timestamp()
-            except ValueError:
-                continue
+            when = _utc_time(value)
+            if when is not None:
+                return when
     return time.time()
+
+
+_SECONDS: dict[str, int] = {}  # "2026-11-27T10:00:00" -> its epoch second (bounded: see _utc_time)
+
+
+def _utc_time(text: str) -> float | None:
+    """What datetime.fromisoformat(text).timestamp() gives, to the bit. The API server writes
+    `2026-11-27T10:00:00.123456Z`, and events come many to a second: each second is parsed once,
+    then only its microseconds are read."""
+    digits = text[20:-1]
+    if len(text) > 20 and text[19] == "." and text[-1] == "Z" and 0 < len(digits) <= 6 and digits.isascii() \
+            and digits.isdigit():
+        second = _SECONDS.get(text[:19])
+        if second is None:
+            try:
+                second = int(datetime.fromisoformat(text[:19] + "+00:00").timestamp())
+            except ValueError:
+                return None
+            if len(_SECONDS) >= 4096:
+                _SECONDS.clear()
+            _SECONDS[text[:19]] = second
+        # timedelta.total_seconds()'s own formula, so the result is the same float.
+        return (second * 1_000_000 + int(digits.ljust(6, "0"))) / 1_000_000
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
 
 
 def problem_event(module: str, location: str, kind: str, message: str, *, agent: AgentRef | None = None,

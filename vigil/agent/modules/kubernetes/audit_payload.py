@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 _EVENT_KEYS = ("auditID", "stage", "verb", "requestURI")
@@ -32,58 +33,96 @@ class AuditBatch:
     dropped: list[str] = field(default_factory=list)
 
 
-def parse_payload(body: bytes, *, max_events: int, max_event_bytes: int) -> AuditBatch:
-    """An EventList, a JSON array of Events or one Event -> AuditBatch.
+# The body's outer JSON only: each event stays a slice of the body (msgspec.Raw) until parse_item.
+_OUTER = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 
-    Items larger than `max_event_bytes` are dropped with a reason; they are measured (serialised again)
-    only when the body itself is larger than the limit, so the common case costs nothing extra.
-    """
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise AuditPayloadError(f"not a Kubernetes audit event: the body is not valid JSON ({exc})") from None
-    items = _items(obj)
-    if len(items) > max_events:
-        raise AuditPayloadTooLarge(
-            f"{len(items)} audit events in one request, more than the limit of {max_events}")
+
+def parse_payload(body: bytes, *, max_events: int, max_event_bytes: int) -> AuditBatch:
+    """An EventList, a JSON array of Events or one Event -> AuditBatch, every item parsed."""
     batch = AuditBatch()
-    measure = len(body) > max_event_bytes
-    for index, item in enumerate(items):
-        reason = _refusal(item, index)
-        if reason is None and measure:
-            size = len(orjson.dumps(item))
-            if size > max_event_bytes:
-                reason = (f"audit event {_audit_id(item)} of {size} bytes is larger than the "
-                          f"{max_event_bytes}-byte limit")
-        if reason is None:
-            batch.events.append(item)
+    for index, item in enumerate(split_payload(body, max_events=max_events)):
+        parsed = parse_item(item, index, max_event_bytes)
+        if isinstance(parsed, str):
+            batch.dropped.append(parsed)
         else:
-            batch.dropped.append(reason)
+            batch.events.append(parsed)
     return batch
 
 
-def _items(obj: Any) -> list[Any]:
-    if isinstance(obj, list):
-        return obj
-    if not isinstance(obj, dict):
-        raise AuditPayloadError(
-            f"not a Kubernetes audit event: expected a JSON object or array, got {_type(obj)}")
-    kind = obj.get("kind")
-    version = obj.get("apiVersion")
+def split_payload(body: bytes, *, max_events: int) -> list[msgspec.Raw]:
+    """An EventList, a JSON array of Events or one Event -> each event's JSON, not yet parsed.
+
+    Callers parse each item just before they use it (parse_item): a body of thousands of events
+    then never exists as thousands of object trees at once, and the objects of one event are still
+    in the CPU's cache when it is analysed (bench/k8s_audit_throughput.py).
+    """
+    try:
+        outer = _OUTER.decode(body)
+    except msgspec.ValidationError:  # neither an object nor an array (and maybe not JSON either)
+        try:
+            kind = _type(orjson.loads(body))
+        except orjson.JSONDecodeError as exc:
+            raise AuditPayloadError(f"not a Kubernetes audit event: the body is not valid JSON ({exc})") from None
+        raise AuditPayloadError(f"not a Kubernetes audit event: expected a JSON object or array, got {kind}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for a key
+        raise AuditPayloadError(f"not a Kubernetes audit event: the body is not valid JSON ({exc})") from None
+    items = outer if isinstance(outer, list) else _items(outer, body)
+    if len(items) > max_events:
+        raise AuditPayloadTooLarge(
+            f"{len(items)} audit events in one request, more than the limit of {max_events}")
+    return items
+
+
+def parse_item(item: msgspec.Raw, index: int, max_event_bytes: int) -> dict[str, Any] | str:
+    """Item `index` of a split body -> the audit event, or why it is refused (a str): larger than
+    `max_event_bytes` as sent, not JSON, or not an audit event."""
+    size = len(item)
+    if size > max_event_bytes:
+        return f"audit event {_audit_id(_loads(item))} of {size} bytes is larger than the {max_event_bytes}-byte limit"
+    try:
+        obj = orjson.loads(memoryview(item))  # Raw has the buffer protocol
+    except orjson.JSONDecodeError as exc:
+        return f"item {index} is not an audit event: not valid JSON ({exc})"
+    reason = _refusal(obj, index)
+    return obj if reason is None else reason
+
+
+def as_sent(item: msgspec.Raw) -> msgspec.Raw | None:
+    """The item's JSON as its own bytes, for its alert to carry as sent (vigil/alert_data.py); None
+    when it spans lines, which would break alerts.json's one alert per line. A copy: a view would
+    keep the whole body alive as long as the alert."""
+    text = bytes(memoryview(item))
+    if b"\n" in text or b"\r" in text:
+        return None
+    return msgspec.Raw(text)
+
+
+def _loads(item: msgspec.Raw) -> Any:
+    try:
+        return orjson.loads(memoryview(item))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _items(outer: dict[str, msgspec.Raw], body: bytes) -> list[msgspec.Raw]:
+    kind = _loads(outer["kind"]) if "kind" in outer else None
+    version = _loads(outer["apiVersion"]) if "apiVersion" in outer else None
     if version is not None and not (isinstance(version, str) and version.startswith(_AUDIT_GROUP)):
         # core/v1 EventList and Event (cluster events, not audit events) share the kind names
         raise AuditPayloadError(f"not a Kubernetes audit event: apiVersion must be audit.k8s.io/v1 or "
                                 f"v1beta1, got {_show(version)}")
-    if kind == "EventList" or (kind is None and "items" in obj):
-        items = obj.get("items")
-        if items is None:
+    if kind == "EventList" or (kind is None and "items" in outer):
+        items = outer.get("items")
+        if items is None or (len(items) == 4 and bytes(items) == b"null"):
             return []
-        if not isinstance(items, list):
+        try:
+            return _ITEMS.decode(items)
+        except msgspec.DecodeError:  # a ValidationError: the outer pass checked it is JSON
             raise AuditPayloadError(f"not a Kubernetes audit event: EventList items must be an array, "
-                                    f"got {_type(items)}")
-        return items
-    if kind == "Event" or (kind is None and any(k in obj for k in _EVENT_KEYS)):
-        return [obj]
+                                    f"got {_type(_loads(items))}") from None
+    if kind == "Event" or (kind is None and any(k in outer for k in _EVENT_KEYS)):
+        return [msgspec.Raw(body)]
     if kind is None:
         raise AuditPayloadError("not a Kubernetes audit event: no kind and none of "
                                 + "/".join(_EVENT_KEYS))
@@ -103,8 +142,8 @@ def _refusal(item: Any, index: int) -> str | None:
     return None
 
 
-def _audit_id(item: dict[str, Any]) -> str:
-    value = item.get("auditID")
+def _audit_id(item: Any) -> str:
+    value = item.get("auditID") if isinstance(item, dict) else None
     return value[:64] if isinstance(value, str) else "(no auditID)"
 
 

@@ -25,7 +25,9 @@ from vigil.agent.modules.kubernetes.audit_payload import (
     AuditDedupe,
     AuditPayloadError,
     AuditPayloadTooLarge,
-    parse_payload,
+    as_sent,
+    parse_item,
+    split_payload,
 )
 from vigil.agent.modules.kubernetes.problem_throttle import ProblemThrottle
 from vigil.agent.modules.kubernetes.webhook_http import Answer, WebhookServer
@@ -132,7 +134,7 @@ class AuditWebhook:
         c = self.config
         location = f"{NAME}:{peer}"
         try:
-            batch = parse_payload(body, max_events=c.max_events_per_request, max_event_bytes=c.max_event_bytes)
+            items = split_payload(body, max_events=c.max_events_per_request)
         except AuditPayloadTooLarge as exc:  # the API server should send smaller batches
             self.count("too_large")
             self.note("events_dropped", peer, f"an audit webhook request was refused: {exc}")
@@ -143,23 +145,33 @@ class AuditWebhook:
                       {"excerpt": body[:200].decode("utf-8", "replace")})
             raise Answer(400, str(exc)) from None
         # Room is taken before the dedupe sees the events: refused with 503, they must count as new on retry.
-        reserved = len(batch.events) + 1
+        reserved = len(items) + 1
         if not self._reserve(reserved):
             self.count("busy")
             raise Answer(503, "the queue is full; retry later", headers={"Retry-After": RETRY_AFTER})
-        with self._dedupe_lock:  # requests are served in parallel; the LRU is not thread-safe
-            fresh = [obj for obj in batch.events if self.dedupe.is_new(obj)]
-        events = [audit_event(obj, module="kubernetes", source="webhook", cluster=self.cluster,
-                              location=location, agent=self.agent) for obj in fresh]
-        duplicates = len(batch.events) - len(events)
-        if batch.dropped:
-            self.count("items_dropped", len(batch.dropped))
-            event = self.problems.note("events_dropped", location, f"audit events dropped: {batch.dropped[0]}",
-                                       count=len(batch.dropped))
+        events: list[Event] = []
+        dropped: list[str] = []
+        # Each item is parsed, checked and normalised before the next is parsed, while its objects
+        # are still in the CPU's cache. Under the lock: requests are served in parallel, and the
+        # dedupe's LRU is not thread-safe.
+        with self._dedupe_lock:
+            for index, item in enumerate(items):
+                obj = parse_item(item, index, c.max_event_bytes)
+                if isinstance(obj, str):
+                    dropped.append(obj)
+                elif self.dedupe.is_new(obj):
+                    events.append(audit_event(obj, module="kubernetes", source="webhook", cluster=self.cluster,
+                                              location=location, agent=self.agent, sent=as_sent(item)))
+        received = len(items) - len(dropped)
+        duplicates = received - len(events)
+        if dropped:
+            self.count("items_dropped", len(dropped))
+            event = self.problems.note("events_dropped", location, f"audit events dropped: {dropped[0]}",
+                                       count=len(dropped))
             if event is not None:
                 events.append(event)
         with self._lock:
-            self.counters["events_received"] += len(batch.events)
+            self.counters["events_received"] += received
             self.counters["duplicates"] += duplicates
         job = self._submit(events, reserved=reserved)
         if not events:
