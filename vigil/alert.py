@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import yaml
 
-from vigil.alert_data import AlertData
+from vigil.alert_data import AlertData, alert_data
 from vigil.content import CONTENT_DIR
 from vigil.event import Event
 from vigil.manager.analysis.rules import COMPLIANCE_KEYS, Rule
@@ -19,7 +18,7 @@ ALERT_VERSION = 1
 
 # msgspec writes the same bytes as orjson for alerts, in half the time on this hot path
 # (BENCHMARKS.md, agent channel), and also takes integers beyond 64 bits.
-_encode = msgspec.json.Encoder().encode
+_encode: Final = msgspec.json.Encoder().encode
 
 
 def encode_alert(alert: dict[str, Any]) -> bytes:
@@ -30,13 +29,21 @@ def encode_alert(alert: dict[str, Any]) -> bytes:
     return _encode(alert)
 
 
-@functools.lru_cache(maxsize=256)
+_PREFIXES: Final[dict[int, str]] = {}  # epoch second -> "2020-09-04T02:24:20." (bounded)
+
+
 def _second_prefix(second: int) -> str:
-    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    prefix = _PREFIXES.get(second)
+    if prefix is None:
+        prefix = datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        if len(_PREFIXES) >= 4096:
+            _PREFIXES.clear()
+        _PREFIXES[second] = prefix
+    return prefix
 
 
 # "000+0000" ... "999+0000": the end of a timestamp, by millisecond, without formatting per alert.
-_MILLIS_SUFFIX = tuple(f"{milli:03d}+0000" for milli in range(1000))
+_MILLIS_SUFFIX: Final = tuple(f"{milli:03d}+0000" for milli in range(1000))
 
 
 def wazuh_timestamp(epoch: float) -> str:
@@ -128,7 +135,7 @@ def build_alert(
         "id": alert_id,
         "decoder": {"name": decoder} if decoder_parent is None else {"parent": decoder_parent, "name": decoder},
         "location": event.location,
-        "data": event.data if event.verbatim is None else AlertData(event.data, event.verbatim),
+        "data": event.data if event.verbatim is None else alert_data(event.data, event.verbatim),
     }
     if predecoder is not None:  # a text line's syslog header, under Wazuh's name
         alert["predecoder"] = predecoder

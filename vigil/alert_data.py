@@ -21,7 +21,11 @@ class AlertData(dict[str, Any]):
     """
 
     __slots__ = ("verbatim",)
+    verbatim: dict[str, msgspec.Raw]
 
-    def __init__(self, data: dict[str, Any], verbatim: dict[str, msgspec.Raw]) -> None:
-        super().__init__(data)
-        self.verbatim = verbatim
+
+def alert_data(data: dict[str, Any], verbatim: dict[str, msgspec.Raw]) -> AlertData:
+    """A copy of `data` that keeps `verbatim` (no __init__ of our own: dict's, in C, is faster)."""
+    out = AlertData(data)
+    out.verbatim = verbatim
+    return out

@@ -5,15 +5,15 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from vigil.errors import EventError
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION: Final = 1
 
 # Event ids: a random prefix per process and a counter (`5f0c9a27e1b3d4a6-42`), unique without a
 # syscall per event; built from C-level iterators so that making one costs no Python call.
-_NEW_EVENT_IDS = map(f"{os.urandom(8).hex()}-".__add__, map(str, itertools.count()))
+_NEW_EVENT_IDS: Final = map(f"{os.urandom(8).hex()}-".__add__, map(str, itertools.count()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ class AgentRef:
         return self._as_dict
 
 
-_LOCAL_AGENT = AgentRef()
+_LOCAL_AGENT: Final = AgentRef()
 
 
 @dataclass(slots=True, init=False)

@@ -16,6 +16,7 @@ from vigil.agent.modules.kubernetes.audit_payload import (
     parse_item,
     parse_payload,
     split_payload,
+    usual_items,
 )
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s-audit" / "falco-traces"
@@ -193,3 +194,17 @@ def test_mangled_bodies_are_parsed_or_refused_never_crash() -> None:
             assert all(isinstance(e, dict) for e in batch.events)
             outcomes["batch"] += 1
     assert outcomes["batch"] > 50 and outcomes["refused"] > 50
+
+
+def test_the_usual_bodies_are_split_in_one_pass() -> None:
+    """An array, an EventList and an Event: read once; other bodies go through the general decoder."""
+    items = [event("a"), event("b")]
+    for body, count in [(orjson.dumps(items), 2), (orjson.dumps({"kind": "EventList", "items": items}), 2),
+                        (orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": None}), 0),
+                        (orjson.dumps(event("c")), 1)]:
+        usual = usual_items(body)
+        assert usual is not None and len(usual) == count
+        assert [bytes(i) for i in usual] == [bytes(i) for i in split_payload(body, max_events=10)]
+    for body in [orjson.dumps({"items": items}), orjson.dumps({"auditID": "x"}), b'{"kind": 0}',
+                 orjson.dumps({"kind": "EventList", "apiVersion": "v1", "items": []}), b"{bad"]:
+        assert usual_items(body) is None

@@ -4,7 +4,7 @@ with the rest of the hot path (vigil/compiled.py)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from vigil.alert import AlertIds, MitreCatalog, build_alert
 from vigil.event import Event
@@ -12,7 +12,7 @@ from vigil.manager.analysis.decoders import decode
 from vigil.manager.analysis.engine import Engine, Match, Step
 from vigil.manager.analysis.text_decoders import TextDecoders
 
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 class Analysed(NamedTuple):
@@ -48,7 +48,7 @@ class Analyzer:
         rule = match.rule
         if rule is not None and rule.level >= self._alert_level:
             alert = build_alert(
-                event=event, rule=rule, description=rule.render_description(decoded.fields), firedtimes=1,
+                event=event, rule=rule, description=rule.describe(decoded.fields), firedtimes=1,
                 alert_id=self.ids.next(), manager_name=self.manager_name, decoder=decoded.name,
                 decoder_parent=decoded.parent, mitre=self.mitre, predecoder=decoded.predecoder,
             )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from vigil.manager.analysis.fields import Fields, as_text
 
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from vigil.manager.analysis.rules import Rule
     from vigil.manager.analysis.ruleset import CandidateIndex, RegexIndex
 
-_MISSING = object()
-MERGES = 1024  # merged candidate lists kept per index (compile_candidates)
+_MISSING: Final = object()
+MERGES: Final = 1024  # merged candidate lists kept per index (compile_candidates)
 
 CandidatesFn = Callable[[Fields], "list[Rule]"]
 ConditionsFn = Callable[[Fields], bool]
@@ -58,7 +58,7 @@ def regex_hits(value: Any, rindex: RegexIndex) -> list[Rule]:
     return found
 
 
-RULE_ORDER = operator.attrgetter("order")  # sibling rules are tried in file order
+RULE_ORDER: Final = operator.attrgetter("order")  # sibling rules are tried in file order
 
 
 class _Source:

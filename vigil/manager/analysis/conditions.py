@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,9 @@ class Condition:
 
     def seal(self) -> Condition:
         """Note which single test this condition is, if any, so `test` can take the short path."""
-        self.parts = tuple(self.path.split("."))
+        # Interned: a key of the same text in an event's dict is often the same object, found
+        # by identity without comparing the text.
+        self.parts = tuple(sys.intern(part) for part in self.path.split("."))
         others = bool(self.numeric or self.networks or self.exists is not None)
         if self.equals is not None and self.regex is None and not others:
             self.fast = "equals"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import Final
 
 from vigil.manager.analysis.fields import Fields, as_text
 from vigil.manager.analysis.rules import Rule
 
-MAX_KEYS = 100_000
+MAX_KEYS: Final = 100_000
 
 
 class Correlator:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -12,8 +12,8 @@ from vigil.event import Event
 from vigil.manager.analysis.fields import Fields
 from vigil.manager.analysis.text_decoders import TextDecoders
 
-TEXT = "syslog"  # an Event.decoder: a text line with (or without) a syslog header
-_new = tuple.__new__
+TEXT: Final = "syslog"  # an Event.decoder: a text line with (or without) a syslog header
+_new: Final = tuple.__new__
 
 
 class Decoded(NamedTuple):
@@ -41,7 +41,7 @@ def decode(event: Event, text: TextDecoders | None = None) -> Decoded:
             raise EventError("a JSON event must be an object")
         data = parsed
         event.data = data
-    return Decoded(name=event.decoder, parent=None, fields=Fields(data, event.raw))
+    return _new(Decoded, (event.decoder, None, Fields(data, event.raw), None, None))
 
 
 def _decode_text(event: Event, raw: str, text: TextDecoders) -> Decoded:

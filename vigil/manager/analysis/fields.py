@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-_MISSING = object()
+_MISSING: Final = object()
 
 
 class Fields:
@@ -28,10 +28,12 @@ class Fields:
         if key in self.data:
             return False
         if self._dotted_top is None:
-            try:  # one C-level scan instead of a generator over the keys
-                self._dotted_top = "." in "\0".join(self.data)
-            except TypeError:  # a key that is not text cannot hold a dot
-                self._dotted_top = any("." in k for k in self.data if isinstance(k, str))
+            dotted = False
+            for top in self.data:  # a plain loop: compiled, it allocates nothing
+                if isinstance(top, str) and "." in top:  # a key that is not text cannot hold a dot
+                    dotted = True
+                    break
+            self._dotted_top = dotted
         return not self._dotted_top
 
     def lookup(self, path: str, parts: tuple[str, ...]) -> Any:
@@ -64,7 +66,7 @@ class Fields:
         return value
 
 
-_SPLITS: dict[str, tuple[str, ...]] = {}
+_SPLITS: Final[dict[str, tuple[str, ...]]] = {}
 
 
 def _split(path: str) -> tuple[str, ...]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import re2
 from re2 import _re2
 
-_UNANCHORED = _re2.RE2.Anchor.UNANCHORED
+_UNANCHORED: Final = _re2.RE2.Anchor.UNANCHORED
 
 
 class RegexError(ValueError):
@@ -34,7 +34,7 @@ def re2_options() -> Any:
     return options
 
 
-_OPTIONS = re2_options()
+_OPTIONS: Final = re2_options()
 
 
 def _compile(pattern: str) -> Any:
@@ -45,10 +45,47 @@ def _compile(pattern: str) -> Any:
     return prog
 
 
+_REGEX_META: Final = frozenset("\\.^$|?*+()[]{}")
+
+
+def literal_prefix(pattern: str) -> str:
+    """The literal text an anchored regex must start with (`^exec_start: (a|b)` -> `exec_start: `)."""
+    if not pattern.startswith("^") or _has_top_level_alternation(pattern):
+        return ""
+    end = 1
+    while end < len(pattern) and pattern[end] not in _REGEX_META:
+        end += 1
+    if end < len(pattern) and pattern[end] in "?*{":
+        end -= 1  # the last literal is optional or repeated
+    return pattern[1:end]
+
+
+def _has_top_level_alternation(pattern: str) -> bool:
+    """`^a|b` is `(^a)|(b)`: no prefix can be promised then."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
 class Regex:
     """One RE2 pattern: `search` says whether it occurs; `fields` reads its named groups."""
 
-    __slots__ = ("_keys", "_names", "_pick", "_prog", "groups", "pattern")
+    __slots__ = ("_keys", "_names", "_pick", "_prefix", "_prefix_bytes", "_prog", "groups", "pattern")
 
     def __init__(self, pattern: str, lazy: bool = False) -> None:
         prog = _compile(pattern)  # raises RegexError now, not at the first event
@@ -62,6 +99,10 @@ class Regex:
         self._keys = tuple(name for _, name in self._names)
         self._pick = _picker([index for index, _ in self._names])
         self._prog: Any = None if lazy else prog
+        # `^literal...`: a text that does not start with the literal is refused without calling RE2
+        # (a call costs more than the match on a short field).
+        self._prefix = literal_prefix(pattern)
+        self._prefix_bytes = self._prefix.encode()
 
     @property
     def groupindex(self) -> dict[str, int]:
@@ -75,10 +116,14 @@ class Regex:
 
     def search(self, text: str) -> bool:
         """True when the pattern occurs in `text` (`re2.search(...) is not None`)."""
+        if not text.startswith(self._prefix):
+            return False
         return self.search_bytes(text.encode())
 
     def search_bytes(self, data: bytes) -> bool:
         """`search` on a text already encoded as UTF-8."""
+        if not data.startswith(self._prefix_bytes):
+            return False
         prog = self._prog or self._ready()
         return prog.Match(_UNANCHORED, data, 0, len(data))[0][0] >= 0  # type: ignore[no-any-return]
 

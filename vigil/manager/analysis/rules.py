@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from vigil.manager.analysis.codegen import ConditionsFn, RenderFn, compile_conditions, compile_template, field_text
 from vigil.manager.analysis.conditions import Condition
 from vigil.manager.analysis.fields import Fields
 
-COMPLIANCE_KEYS = ("pci_dss", "gdpr", "hipaa", "nist_800_53", "tsc")
+COMPLIANCE_KEYS: Final[tuple[str, ...]] = ("pci_dss", "gdpr", "hipaa", "nist_800_53", "tsc")
 # True when this module runs compiled by mypyc (vigil/compiled.py): its file is then a shared library.
-COMPILED = not __file__.endswith(".py")
+COMPILED: Final = not __file__.endswith(".py")
 # Shared by the rules without one, rather than an empty dict each (a rule set is mostly such rules).
-NO_COMPLIANCE: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+NO_COMPLIANCE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
 
 
 def conditions_hold(conditions: list[Condition], raw: Condition | None, fields: Fields) -> bool:
@@ -130,6 +131,12 @@ class Rule:
 
     def _render(self, fields: Fields) -> str:
         return render_template(self._template, fields)
+
+    def describe(self, fields: Fields) -> str:
+        """render_description(fields); compiled, a direct call once the template is parsed."""
+        if COMPILED and self._template:
+            return render_template(self._template, fields)
+        return self.render_description(fields)
 
     def exception_hit(self, fields: Fields) -> str | None:
         for exc in self.exceptions:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from vigil.manager.analysis.codegen import MERGES, RULE_ORDER, CandidatesFn, compile_candidates, regex_hits, value_hits
 from vigil.manager.analysis.fields import Fields
-from vigil.manager.analysis.re2fast import SearchSet
+from vigil.manager.analysis.re2fast import SearchSet, literal_prefix
 from vigil.manager.analysis.rules import COMPILED, Rule
 
 
@@ -24,43 +24,6 @@ class RegexIndex:
     matcher: SearchSet
     rules: list[Rule]
     prefixes: tuple[str, ...] | None = None
-
-
-_REGEX_META = frozenset("\\.^$|?*+()[]{}")
-
-
-def literal_prefix(pattern: str) -> str:
-    """The literal text an anchored regex must start with (`^exec_start: (a|b)` -> `exec_start: `)."""
-    if not pattern.startswith("^") or _has_top_level_alternation(pattern):
-        return ""
-    end = 1
-    while end < len(pattern) and pattern[end] not in _REGEX_META:
-        end += 1
-    if end < len(pattern) and pattern[end] in "?*{":
-        end -= 1  # the last literal is optional or repeated
-    return pattern[1:end]
-
-
-def _has_top_level_alternation(pattern: str) -> bool:
-    """`^a|b` is `(^a)|(b)`: no prefix can be promised then."""
-    depth, i, in_class = 0, 0, False
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            return True
-        i += 1
-    return False
 
 
 @dataclass

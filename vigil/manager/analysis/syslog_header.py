@@ -17,7 +17,7 @@ The program part may be `prog[pid]:`, `prog:`, `prog(module)[pid]:` (as `su(pam_
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 _PRI = r"(?:<(?P<pri>\d{1,3})>)?"
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -32,7 +32,7 @@ _PROGRAM = r"(?P<program>[^\s:\[(]+(?:\([^)\s]*\))?)(?:\[(?P<pid>[^\]\s]*)\])?:(
 # One pattern for both: a BSD time and an ISO time start differently, so trying the BSD form and then
 # the ISO one (as two patterns did) is the same as one alternation, at half the cost on a miss. The
 # message is the rest of the line, sliced off after the match: capturing it took a third of the time.
-_HEADER = re.compile(rf"{_PRI}(?:(?P<bsd>{_BSD_TIME}) |(?P<iso>{_ISO_TIME}) +)(?P<host>\S+) {_PROGRAM}")
+_HEADER: Final = re.compile(rf"{_PRI}(?:(?P<bsd>{_BSD_TIME}) |(?P<iso>{_ISO_TIME}) +)(?P<host>\S+) {_PROGRAM}")
 _RFC5424 = re.compile(
     rf"<(?P<pri>\d{{1,3}})>1 (?P<timestamp>{_ISO_TIME}|-) (?P<host>\S+) (?P<program>\S+) (?P<pid>\S+) "
     r"(?P<msgid>\S+) (?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: (?P<message>.*))?",
@@ -79,7 +79,7 @@ class SyslogHeader(NamedTuple):
         return out
 
 
-_new = tuple.__new__
+_new: Final = tuple.__new__
 
 
 def parse_header(line: str) -> SyslogHeader:

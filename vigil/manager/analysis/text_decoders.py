@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from vigil.content import CONTENT_DIR
 from vigil.errors import LoadError, Problem
@@ -32,7 +32,7 @@ from vigil.manager.analysis.syslog_header import SyslogHeader, parse_header
 from vigil.yamlsrc import line_of, load_yaml
 
 KEYS = frozenset({"name", "parent", "program_name", "program_name_regex", "prematch", "regex"})
-PROGRAM_CACHE = 10_000  # program names remembered with the parents they select
+PROGRAM_CACHE: Final = 10_000  # program names remembered with the parents they select
 
 
 class DecoderLoadError(LoadError):
@@ -142,7 +142,7 @@ class TextDecoders:
         return None
 
 
-_new = tuple.__new__  # builds a named tuple at half the cost of its __new__ (one per line)
+_new: Final = tuple.__new__  # builds a named tuple at half the cost of its __new__ (one per line)
 
 
 def _decode_with(parent: TextDecoder, header: SyslogHeader, message: str, data: bytes,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 import msgspec
@@ -20,14 +20,14 @@ from vigil.agent.modules.docker.normalize import program_of
 from vigil.agent.modules.kubernetes.posture import pod_posture, rbac_summary, workload_pod_spec
 from vigil.event import AgentRef, Event
 
-INTEGRATION = "k8s_audit"
-CONFIGMAP_ENTRY_BYTES = 4096
-_WORKLOADS = frozenset({"pods", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs", "cronjobs",
+INTEGRATION: Final = "k8s_audit"
+CONFIGMAP_ENTRY_BYTES: Final = 4096
+_WORKLOADS: Final = frozenset({"pods", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs", "cronjobs",
                         "replicationcontrollers", "podtemplates"})
-_RBAC = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
-_LOCAL_AGENT = AgentRef()
-_EMPTY: dict[str, Any] = {}
-_TRUE = frozenset({"true", "1", "True"})
+_RBAC: Final = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
+_LOCAL_AGENT: Final = AgentRef()
+_EMPTY: Final[dict[str, Any]] = {}
+_TRUE: Final = frozenset({"true", "1", "True"})
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def event_time(obj: dict[str, Any]) -> float:
     return time.time()
 
 
-_SECONDS: dict[str, int] = {}  # "2026-11-27T10:00:00" -> its epoch second (bounded: see _utc_time)
+_SECONDS: Final[dict[str, int]] = {}  # "2026-11-27T10:00:00" -> its epoch second (bounded: see _utc_time)
 
 
 def _utc_time(text: str) -> float | None:

@@ -8,10 +8,10 @@ skipped, never raised on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-_TEMPLATE_KINDS = frozenset({"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "ReplicationController",
+_CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
+_TEMPLATE_KINDS: Final = frozenset({"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "ReplicationController",
                              "Job", "PodTemplate"})
 
 
