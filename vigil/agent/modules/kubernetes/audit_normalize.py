@@ -170,8 +170,13 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
     for part in query.split("&"):
         if part:
             key, _, value = part.partition("=")
-            pairs.append((unquote(key.replace("+", " ")), unquote(value.replace("+", " "))))
+            pairs.append((_unquote_plus(key), _unquote_plus(value)))
     return pairs
+
+
+def _unquote_plus(text: str) -> str:
+    text = text.replace("+", " ")
+    return unquote(text) if "%" in text else text  # unquote is interpreted: called only when needed
 
 
 def configmap_entries(obj: dict[str, Any]) -> list[str]:

@@ -43,6 +43,7 @@ _Envelope: Final = msgspec.defstruct("_Envelope", [
 _USUAL: Final = msgspec.json.Decoder(list[msgspec.Raw] | _Envelope)
 _OUTER: Final = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
 _ITEMS: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_RAW: Final = msgspec.Raw
 
 
 def parse_payload(body: bytes, *, max_events: int, max_event_bytes: int) -> AuditBatch:
@@ -123,10 +124,10 @@ def as_sent(item: msgspec.Raw) -> msgspec.Raw | None:
     """The item's JSON as its own bytes, for its alert to carry as sent (vigil/alert_data.py); None
     when it spans lines, which would break alerts.json's one alert per line. A copy: a view would
     keep the whole body alive as long as the alert."""
-    text = bytes(memoryview(item))
+    text = bytes(item)
     if b"\n" in text or b"\r" in text:
         return None
-    return msgspec.Raw(text)
+    return _RAW(text)
 
 
 def _loads(item: msgspec.Raw) -> Any:
