@@ -22,8 +22,8 @@ from vigil.event import AgentRef, Event
 
 INTEGRATION: Final = "k8s_audit"
 CONFIGMAP_ENTRY_BYTES: Final = 4096
-_WORKLOADS: Final = frozenset({"pods", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs", "cronjobs",
-                        "replicationcontrollers", "podtemplates"})
+_WORKLOADS: Final = frozenset({"pods", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs",
+                               "cronjobs", "replicationcontrollers", "podtemplates"})
 _RBAC: Final = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
 _LOCAL_AGENT: Final = AgentRef()
 _EMPTY: Final[dict[str, Any]] = {}
@@ -208,8 +208,8 @@ def _utc_time(text: str) -> float | None:
     `2026-11-27T10:00:00.123456Z`, and events come many to a second: each second is parsed once,
     then only its microseconds are read."""
     digits = text[20:-1]
-    if len(text) > 20 and text[19] == "." and text[-1] == "Z" and 0 < len(digits) <= 6 and digits.isascii() \
-            and digits.isdigit():
+    usual = len(text) > 20 and text[19] == "." and text[-1] == "Z"
+    if usual and 0 < len(digits) <= 6 and digits.isascii() and digits.isdigit():
         second = _SECONDS.get(text[:19])
         if second is None:
             try:

@@ -102,7 +102,7 @@ def usual_items(body: bytes) -> list[msgspec.Raw] | None:
     if outer.kind == "EventList":
         return outer.items if outer.items is not None else []
     if outer.kind == "Event":
-        return [msgspec.Raw(body)]
+        return [_RAW(body)]
     return None
 
 
@@ -154,7 +154,7 @@ def _items(outer: dict[str, msgspec.Raw], body: bytes) -> list[msgspec.Raw]:
             raise AuditPayloadError(f"not a Kubernetes audit event: EventList items must be an array, "
                                     f"got {_type(_loads(items))}") from None
     if kind == "Event" or (kind is None and any(k in outer for k in _EVENT_KEYS)):
-        return [msgspec.Raw(body)]
+        return [_RAW(body)]
     if kind is None:
         raise AuditPayloadError("not a Kubernetes audit event: no kind and none of "
                                 + "/".join(_EVENT_KEYS))

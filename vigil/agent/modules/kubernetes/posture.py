@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 _CONTAINER_LISTS: Final = ("containers", "initContainers", "ephemeralContainers")
-_TEMPLATE_KINDS: Final = frozenset({"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "ReplicationController",
-                             "Job", "PodTemplate"})
+_TEMPLATE_KINDS: Final = frozenset({"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet",
+                                    "ReplicationController", "Job", "PodTemplate"})
 
 
 def _dict(value: Any) -> dict[str, Any]:
