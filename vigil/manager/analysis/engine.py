@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from vigil.manager.analysis.correlation import Correlator
 from vigil.manager.analysis.fields import Fields
-from vigil.manager.analysis.rules import COMPILED, Rule, conditions_hold
-from vigil.manager.analysis.ruleset import CandidateIndex, RuleSet, scan_candidates
+from vigil.manager.analysis.rules import Rule
+from vigil.manager.analysis.ruleset import RuleSet
 
 
 @dataclass(slots=True)
@@ -33,11 +33,6 @@ class Match:
         self.depth = depth
         self.chain = [] if chain is None else chain
         self.correlated = correlated
-
-
-def _candidates(index: CandidateIndex, fields: Fields) -> list[Rule]:
-    """index.candidates(fields); compiled, a direct call of what that attribute holds then."""
-    return scan_candidates(index, fields) if COMPILED else index.candidates(fields)
 
 
 class Engine:
@@ -69,7 +64,7 @@ class Engine:
         # A rule reachable through several parents (if_group, a list of if_sid) is tried once per
         # event, so correlation and exception counts see each event once.
         tried: set[int] | None = None
-        roots = _candidates(self._roots.get(decoder, self._any_decoder), fields)  # RuleSet.roots, inlined
+        roots = self._roots.get(decoder, self._any_decoder).find(fields)  # RuleSet.roots, inlined
         if not roots:  # most lines of a text log: no rule for their program
             return Match(None)
         # One root is the usual case: no reversed copy then.
@@ -87,8 +82,7 @@ class Engine:
             if (best is not None and trace is None and rule in skippable
                     and (depth < best_depth or (depth == best_depth and rule.level <= best.level))):
                 continue  # it cannot win: a match deeper than it, or as deep and as high, is already found
-            if not (rule.key_only or (conditions_hold(rule.conditions, rule.raw, fields) if COMPILED
-                                      else rule.matches(fields))):
+            if not (rule.key_only or rule.holds(fields)):
                 if trace is not None:
                     trace.append(Step(rule.id, depth, "no match"))
                 continue
@@ -113,7 +107,7 @@ class Engine:
                 best, best_depth, best_chain, correlated = rule, depth, chain, count
             index = children.get(rule.id)
             if index is not None:
-                kids = _candidates(index, fields)
+                kids = index.find(fields)
                 if len(kids) == 1:
                     stack.append((kids[0], depth + 1, chain))
                 elif kids:
@@ -141,7 +135,7 @@ class Engine:
         """`if_matched_sid` / `if_matched_group` rules: fire after enough matches of another rule."""
         assert best.rule is not None
         for rule in self.ruleset.watchers.get(best.rule.id, ()):
-            if not rule.matches(fields) or (rule.exceptions and rule.exception_hit(fields)):
+            if not rule.holds(fields) or (rule.exceptions and rule.exception_hit(fields)):
                 continue
             fired, count = self.correlator.observe(rule, fields, ts)
             if trace is not None:

@@ -95,11 +95,12 @@ class CandidateIndex:
             index.by_raw = _regex_index([rule.raw.regex_source for rule in raw_members if rule.raw], raw_members)
         index.value_keys = _by_top(index.by_value)
         index.regex_keys = _by_top(index.by_regex)
-        index.candidates = index.scan if COMPILED else compile_candidates(index)
+        index.candidates = index.find if COMPILED else compile_candidates(index)
         return index
 
-    def scan(self, fields: Fields) -> list[Rule]:
-        return scan_candidates(self, fields)
+    def find(self, fields: Fields) -> list[Rule]:
+        """candidates(fields); compiled, a direct call of the loop (no call through the attribute)."""
+        return scan_candidates(self, fields) if COMPILED else self.candidates(fields)
 
 
 def _regex_index(sources: list[str | None], members: list[Rule]) -> RegexIndex:
@@ -199,7 +200,7 @@ class RuleSet:
         self.followers = _watching(rules, [r for r in rules.values() if r.follows])
 
     def roots(self, decoder: str, fields: Fields) -> list[Rule]:
-        return self.root_indexes.get(decoder, self.any_decoder).candidates(fields)
+        return self.root_indexes.get(decoder, self.any_decoder).find(fields)
 
     @property
     def child_indexes(self) -> dict[int, CandidateIndex]:
