@@ -69,7 +69,7 @@ from vigil.agent.modules.docker import normalize
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tables import markdown_table  # noqa: E402
+from bench.tables import markdown_table, measure_table  # noqa: E402
 
 FIXTURE = ROOT.parent / "shared/fixtures/docker/session-raw.jsonl"
 PYTHON = sys.executable
@@ -802,26 +802,14 @@ def main(argv: list[str] | None = None) -> int:
             for row in windows:
                 t1.add_row(*row)
             console.print(t1)
-            t2 = Table(title=f"{title}: totals")
-            t2.add_column("measure")
-            t2.add_column("value", justify="right")
-            for row in summary:
-                t2.add_row(*row, style="green" if row[1].startswith("PASS") else
-                           "red" if row[1].startswith(("FAIL", "NO")) else None)
-            console.print(t2)
+            console.print(measure_table(f"{title}: totals", summary))
             markdown += [f"**{title}**", "", markdown_table(WINDOW_HEADERS, windows), "",
                          markdown_table(["measure", "value"], summary), ""]
             ok = ok and r.loss == 0 and r.per_agent_ok
         if "memory" in parts:
             m = run_memory_latency(root, idle, lat_duration, 1000.0, console.log)
             rows = memory_rows(m)
-            t3 = Table(title=f"Agent memory and delivery latency at {m.rate:,.0f} events/s")
-            t3.add_column("measure")
-            t3.add_column("value", justify="right")
-            for row in rows:
-                t3.add_row(*row, style="green" if row[1].startswith("PASS") else
-                           "red" if row[1].startswith("FAIL") else None)
-            console.print(t3)
+            console.print(measure_table(f"Agent memory and delivery latency at {m.rate:,.0f} events/s", rows))
             markdown += [f"**Agent memory and delivery latency ({m.rate:,.0f} events/s for {m.duration:.0f} s, "
                          f"after {idle:.0f} s idle)**", "", markdown_table(["measure", "value"], rows), ""]
     console.print(f"{command}\n{info}", highlight=False, soft_wrap=True)

@@ -56,7 +56,7 @@ from vigil.manager.analysis.rules import Rule
 from vigil.manager.analysis.ruleset import RuleSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.tables import markdown_table
+from bench.tables import markdown_table, measure_table
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared/fixtures/docker/session-raw.jsonl"
 MAX_EVENT_BYTES = 1024 * 1024  # DockerConfig.max_event_bytes default
@@ -421,13 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
 
     summary = summary_rows(vigil, baseline, rss_rules, hwm, len(loaded.rules))
-    table2 = Table(title="Against the baseline and the target")
-    table2.add_column("measure")
-    table2.add_column("value", justify="right")
-    for row in summary:
-        style = "green" if row[1].startswith("PASS") else "red" if row[1].startswith("FAIL") else None
-        table2.add_row(*row, style=style)
-    console.print(table2)
+    console.print(measure_table("Against the baseline and the target", summary))
 
     if args.markdown:
         print()

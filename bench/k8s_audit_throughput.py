@@ -34,7 +34,6 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.table import Table
 
 from vigil import compiled
 from vigil.agent.modules.kubernetes.audit_normalize import audit_event
@@ -48,7 +47,7 @@ from vigil.manager.analysis.rule_loader import load_rules, shipped_rules_dir
 from vigil.manager.analysis.ruleset import RuleSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.tables import markdown_table
+from bench.tables import markdown_table, measure_table
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/k8s-audit"
 BATCH = 400  # kube-apiserver --audit-webhook-batch-max-size default
@@ -208,12 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         [f"target >= {TARGET_EVENTS_PER_SECOND:,} events/s (median chunk)",
          "PASS" if median >= TARGET_EVENTS_PER_SECOND else "FAIL"],
     ]
-    table = Table(title="Kubernetes audit analysis throughput, one core")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(measure_table("Kubernetes audit analysis throughput, one core", rows))
     command = ".venv/bin/python bench/k8s_audit_throughput.py" + (
         f" --events {args.events}" if args.events != 1_000_000 else "")
     console.print(f"Command: {command}")

@@ -38,12 +38,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.tables import markdown_table  # noqa: E402
+from bench.tables import markdown_table, measure_table  # noqa: E402
 from vigil import compiled  # noqa: E402
 from vigil.alert import MitreCatalog, encode_alert  # noqa: E402
 from vigil.compiled import PURE_PYTHON_ENV  # noqa: E402
@@ -326,12 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         [f"target <= {TARGET_MB_PER_1000_RULES:.0f} MB per 1,000 rules",
          "PASS" if mb_per_1000 <= TARGET_MB_PER_1000_RULES else "FAIL"],
     ]
-    table = Table(title="Log analysis throughput, one core")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(measure_table("Log analysis throughput, one core", rows))
     command = ".venv/bin/python bench/log_throughput.py" + (f" --lines {args.lines}" if args.lines != 1_000_000 else "")
     console.print(f"Command: {command}")
     console.print(f"nproc {os.cpu_count()}, Python {platform.python_version()}, {platform.platform()}; "
