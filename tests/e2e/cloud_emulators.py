@@ -198,3 +198,15 @@ class Recorder:
 
     def health(self) -> list[Event]:
         return [e for e in self.events if e.decoder == "vigil"]
+
+    def first_alerts(self) -> dict[str, dict[str, Any]]:
+        """Rule id -> the first alert it gave, the kept events analysed with the shipped rules."""
+        from ..unit.support import analyzer
+
+        a = analyzer()
+        alerts: dict[str, dict[str, Any]] = {}
+        for event in self.events:
+            alert = a.analyse(event).alert
+            if alert is not None:
+                alerts.setdefault(alert["rule"]["id"], alert)
+        return alerts

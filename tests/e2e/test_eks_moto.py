@@ -25,7 +25,7 @@ from vigil.agent.modules.cloud.eks_cursor import stream_key
 from vigil.config_kubernetes import EksConfig
 from vigil.event import AgentRef, Event
 
-from ..unit.support import analyzer, shipped_rules
+from ..unit.support import shipped_rules
 from .cloud_emulators import MotoServer, Recorder, running, wait_for
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "k8s-audit" / "falco-traces"
@@ -140,12 +140,7 @@ def test_two_streams_with_a_truncated_and_a_cut_line_give_events_health_events_a
     assert "not valid JSON" in by_kind["malformed_input"]["error"]
     assert mod.status()["truncated"] == 1 and mod.status()["malformed"] == 1
 
-    a = analyzer()
-    alerts: dict[str, Any] = {}
-    for event in sink.events:
-        alert = a.analyse(event).alert
-        if alert is not None:
-            alerts.setdefault(alert["rule"]["id"], alert)
+    alerts = sink.first_alerts()
     assert {"200001", "200003"} <= set(alerts)
     shipped = {str(rule_id) for rule_id in shipped_rules().rules}
     if "200522" in shipped:  # exec of a shell with a tty: the refinement of 200520 (exec), known from the URI
