@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vigil.manager.analysis.fields import as_text
+from vigil.manager.analysis.fields import as_text, split_path
 from vigil.manager.analysis.re2fast import Regex, RegexError, re2_options
 
 __all__ = ["Condition", "ConditionError", "build_condition", "compile_regex", "re2_options"]
@@ -56,9 +55,7 @@ class Condition:
 
     def seal(self) -> Condition:
         """Note which single test this condition is, if any, so `test` can take the short path."""
-        # Interned: a key of the same text in an event's dict is often the same object, found
-        # by identity without comparing the text.
-        self.parts = tuple(sys.intern(part) for part in self.path.split("."))
+        self.parts = split_path(self.path)
         others = bool(self.numeric or self.networks or self.exists is not None)
         if self.equals is not None and self.regex is None and not others:
             self.fast = "equals"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
 _MISSING: Final = object()
@@ -54,7 +55,7 @@ class Fields:
         if value is not _MISSING:
             return value
         node: Any = self.data
-        parts = _SPLITS.get(path) or _split(path)
+        parts = _SPLITS.get(path) or split_path(path)
         for part in parts:
             if type(node) is dict and part in node:
                 node = node[part]
@@ -69,11 +70,13 @@ class Fields:
 _SPLITS: Final[dict[str, tuple[str, ...]]] = {}
 
 
-def _split(path: str) -> tuple[str, ...]:
-    """Paths come from a fixed rule set, so their split form is kept (bounded, in case they don't)."""
+def split_path(path: str) -> tuple[str, ...]:
+    """`a.b.c` -> ("a", "b", "c"). Paths come from a fixed rule set, so their split form is kept
+    (bounded, in case they don't). The parts are interned: a key of the same text in an event's
+    dict is often the same object, found by identity without comparing the text."""
     parts = _SPLITS.get(path)
     if parts is None:
-        parts = tuple(path.split("."))
+        parts = tuple(sys.intern(part) for part in path.split("."))
         if len(_SPLITS) < 100_000:
             _SPLITS[path] = parts
     return parts

@@ -9,7 +9,7 @@ from typing import Final
 
 from vigil.manager.analysis.codegen import ConditionsFn, RenderFn, compile_conditions, compile_template, field_text
 from vigil.manager.analysis.conditions import Condition
-from vigil.manager.analysis.fields import Fields
+from vigil.manager.analysis.fields import Fields, split_path
 
 COMPLIANCE_KEYS: Final[tuple[str, ...]] = ("pci_dss", "gdpr", "hipaa", "nist_800_53", "tsc")
 # True when this module runs compiled by mypyc (vigil/compiled.py): its file is then a shared library.
@@ -124,7 +124,7 @@ class Rule:
     def _first_render(self, fields: Fields) -> str:
         template = _parse_template(self.description)
         if COMPILED:  # as for matches: a compiled loop beats generated Python, which beats an interpreted loop
-            self._template = tuple((literal, path, tuple(path.split("."))) for literal, path in template)
+            self._template = tuple((literal, path, split_path(path)) for literal, path in template)
             self.render_description = self._render
         else:
             self.render_description = compile_template(template)

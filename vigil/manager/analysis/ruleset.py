@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from vigil.manager.analysis.codegen import MERGES, RULE_ORDER, CandidatesFn, compile_candidates, regex_hits, value_hits
-from vigil.manager.analysis.fields import Fields
+from vigil.manager.analysis.fields import Fields, split_path
 from vigil.manager.analysis.re2fast import SearchSet, literal_prefix
 from vigil.manager.analysis.rules import COMPILED, Rule
 
@@ -153,7 +153,7 @@ _T = TypeVar("_T")
 def _by_top(by_path: dict[str, _T]) -> list[tuple[str, list[tuple[str, tuple[str, ...], _T]]]]:
     groups: dict[str, list[tuple[str, tuple[str, ...], _T]]] = {}
     for path, item in by_path.items():
-        parts = tuple(path.split("."))
+        parts = split_path(path)
         groups.setdefault(parts[0], []).append((path, parts, item))
     return list(groups.items())
 
